@@ -1,0 +1,29 @@
+"""Errors a user can act on. Entry points print their message as one line (no traceback)."""
+
+from __future__ import annotations
+
+__all__ = ["DiffzooError", "ConfigError", "CheckpointError", "user_facing_errors"]
+
+
+class DiffzooError(Exception):
+    """Base class: the message names the key / file and what would be valid."""
+
+
+class ConfigError(DiffzooError, ValueError):
+    """A config value is invalid or inconsistent with another one."""
+
+
+class CheckpointError(DiffzooError, FileNotFoundError):
+    """A checkpoint is missing, corrupt, unsafe, or belongs to a different network."""
+
+
+def user_facing_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message alone is shown to the user by the command-line tools."""
+    types: list[type[BaseException]] = [DiffzooError]
+    try:
+        from .data.errors import DataNotFoundError
+
+        types.append(DataNotFoundError)
+    except ImportError:  # pragma: no cover - data layer not importable
+        pass
+    return tuple(types)

@@ -1,0 +1,153 @@
+"""``diffzoo-eval``: draw exactly N samples from a checkpoint and compute its metrics.
+
+    diffzoo-eval ckpt_path=runs/ddpm_digits/.../checkpoints/last.ckpt n=2000 sample_steps=100
+    diffzoo-eval ckpt_path=... n=50000 metrics=[fid,is] devices=8          # → fid50k, is50k
+    torchrun --nproc_per_node=8 -m diffzoo.evaluate ckpt_path=... n=50000 devices=8
+
+Sample ``i`` depends only on ``(seed, i)`` (the scheme of ``diffzoo-sample``), each process draws
+whole global batches of indices, features are gathered and counted, so 1 or 8 processes give the
+same samples and the same numbers. Writes ``metrics.json`` (atomically) and a grid PNG to
+``<run_dir>/eval/<sampler>_steps<k>_n<n>_seed<s>_<ema|raw>/`` (or ``out=``) and prints a summary.
+``evaluate(cfg)`` is importable; ``main`` only decorates it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from . import config as _config  # noqa: F401  (registers resolvers)
+from .errors import ConfigError, user_facing_errors
+
+__all__ = ["evaluate", "main"]
+
+
+def _validate(cfg: DictConfig) -> None:
+    """Closed-set options, checked before anything is loaded (one message naming key and values)."""
+    from .metrics.backends import BACKENDS
+    from .metrics.data import SPLITS
+    from .metrics.distributed import SHARD_MODES
+    from .metrics.features import EXTRACTOR_KINDS
+    from .metrics.naming import METRICS
+
+    choices = {"extractor": EXTRACTOR_KINDS, "backend": BACKENDS, "shard": SHARD_MODES, "reference.split": SPLITS}
+    for key, allowed in choices.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    unknown = [m for m in cfg.metrics if m not in METRICS]
+    if unknown or not cfg.metrics:
+        raise ConfigError(f"metrics={list(cfg.metrics)}: {unknown or 'empty'}; choose from {list(METRICS)}")
+    if int(cfg.n) < 2 or int(cfg.batch_size) < 1:
+        raise ConfigError(f"n must be >= 2 and batch_size >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
+
+
+def _start_processes(cfg: DictConfig):
+    """Lightning Fabric for ``devices > 1`` or a torchrun launch (it initialises the process group
+    the metrics gather over); ``None`` for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    devices = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.devices)) if world > 1 else int(cfg.devices)
+    if world == 1 and devices == 1:
+        return None
+    import lightning as L
+
+    fabric = L.Fabric(accelerator=cfg.accelerator, devices=devices, num_nodes=max(1, world // devices), strategy="ddp")
+    fabric.launch()
+    return fabric
+
+
+def _device(accelerator: str):
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _out_dir(cfg: DictConfig, info: dict) -> Path:
+    if cfg.get("out"):
+        return Path(cfg.out).expanduser().resolve()
+    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    weights = "ema" if cfg.use_ema else "raw"
+    return run_dir / "eval" / f"{info['sampler']}_steps{info['steps']}_n{cfg.n}_seed{cfg.seed}_{weights}"
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` as configured (``conf/eval.yaml``); return what ``metrics.json``
+    holds (on every process; only rank 0 writes files)."""
+    import numpy as np
+
+    from .lit.build import load_module
+    from .metrics.distributed import rank_and_world_size
+    from .metrics.pipeline import EvalSetup, run_evaluation
+    from .train import write_json_atomic
+    from .utils.images import save_samples_figure
+
+    _validate(cfg)
+    fabric = _start_processes(cfg)
+    device = fabric.device if fabric is not None else _device(cfg.accelerator)
+    rank, world_size = rank_and_world_size()
+    overrides = {"sampler": OmegaConf.to_container(cfg.sampler)} if cfg.get("sampler") else None
+    module = load_module(cfg.ckpt_path, overrides=overrides).to(device)
+    setup = EvalSetup(
+        n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
+        sample_steps=cfg.sample_steps, extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,
+        reference_n=cfg.reference.n, kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size),
+        is_splits=int(cfg.is_splits), shard=cfg.shard, swd_projections=int(cfg.toy.swd_projections),
+        mmd_bandwidth=float(cfg.toy.mmd_bandwidth), classifier_epochs=cfg.classifier.epochs, gather_images=bool(cfg.save_samples), progress=bool(cfg.progress) and rank == 0,
+    )
+    result = run_evaluation(module, module.run_config["data"], setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None))
+    summary: dict[str, Any] = {
+        **result.values(),
+        "n": result.n, "nfe": result.nfe, "sampler": result.info["sampler"], "steps": result.info["steps"],
+        "weights": "ema" if setup.use_ema else "raw", "seed": setup.seed, "world_size": world_size,
+        "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "step": getattr(module, "global_step_loaded", None),
+        "records": [r.as_dict() for r in result.records],
+    }
+    if rank == 0:
+        out = _out_dir(cfg, result.info)
+        out.mkdir(parents=True, exist_ok=True)
+        if len(result.preview):
+            summary["grid"] = str(save_samples_figure(result.preview, out / "grid.png", title=f"{summary['sampler']}, NFE {result.nfe}"))
+        if result.images is not None:
+            np.savez(out / "samples.npz", images=result.images.permute(0, 2, 3, 1).numpy())
+            summary["samples"] = str(out / "samples.npz")
+        summary["metrics_json"] = str(out / "metrics.json")
+        write_json_atomic(out / "metrics.json", summary)
+        _print_summary(summary, result.records)
+    return summary
+
+
+def _print_summary(summary: dict, records) -> None:
+    lines = [f"diffzoo-eval: {summary['n']} samples ({summary['sampler']}, NFE {summary['nfe']}, {summary['weights']} weights, "
+             f"seed {summary['seed']}, {summary['world_size']} process(es))"]
+    for r in records:
+        spread = f" ± {r.std:.4g}" if r.std is not None else ""
+        ref = f"  [ref {r.reference.get('split')} n={r.reference.get('n')} hash={r.reference.get('hash')}]" if r.reference.get("hash") else ""
+        lines.append(f"  {r.name:>20}: {r.value:.6g}{spread}{ref}")
+    lines.append(f"  metrics: {summary['metrics_json']}")
+    print("\n".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except user_facing_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point ``diffzoo-eval``."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""``DiffusionModule``: network + schedule + objective + sampler, trained by Lightning."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from ..optim.ema import EMA
+from ..schedules.discrete import DiscreteSchedule
+from ..utils.random import GeneratorLike, derive_seed, randn
+
+__all__ = ["DiffusionModule"]
+
+
+class DiffusionModule(L.LightningModule):
+    """A discrete-time diffusion model (DDPM family) as a LightningModule.
+
+    Args:
+        net: ``net(x_t, t, y=None) → ε`` (plain ``nn.Module``; see ``diffzoo.networks``).
+        schedule: the forward process (:class:`DiscreteSchedule`).
+        objective: ``objective(net, schedule, x0, **cond) → ObjectiveOutput``.
+        sampler: a sampler function with its options bound (Hydra ``_partial_``); called as
+            ``sampler(eps_fn, schedule, x_T, generator=…, callback=…, progress=…)``.
+        optimizer: ``optimizer(params) → torch.optim.Optimizer`` (``_partial_``).
+        lr_scheduler: optional ``lr_scheduler(optimizer) → LRScheduler`` stepped every step.
+        ema_decay, ema_warmup: the weight EMA kept on every rank (see :class:`diffzoo.optim.ema.EMA`).
+        data_shape: shape of one sample, e.g. ``(1, 8, 8)`` or ``(2,)``.
+        seed: base seed; training noise of step k on rank r is seeded by ``(seed, r, k)``, so a
+            resumed run draws exactly the noise an uninterrupted one would.
+        conditional: pass the batch's class label ``y`` to the network.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: DiscreteSchedule,
+        objective: nn.Module,
+        sampler: Callable,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable | None = None,
+        ema_decay: float = 0.9999,
+        ema_warmup: bool = False,
+        data_shape: tuple[int, ...] | None = None,
+        seed: int = 0,
+        conditional: bool = False,
+    ):
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+        self.objective = objective
+        self.sampler = sampler
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup)
+        self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
+        self.seed = seed
+        self.conditional = conditional
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
+        self.wandb_run_id: str | None = None
+        self._last_ema_step = -1
+
+    @staticmethod
+    def _shape_from_net(net: nn.Module) -> tuple[int, ...]:
+        if hasattr(net, "image_size"):
+            return (net.in_channels, net.image_size, net.image_size)
+        return (getattr(net, "dim", getattr(net, "in_channels", 2)),)
+
+    # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Every random draw of this step (t, ε, dropout) is a function of (seed, rank, step).
+        torch.manual_seed(derive_seed(self.seed, "train", self.global_rank, self.global_step))
+
+    def _cond(self, batch: dict) -> dict:
+        if self.conditional:
+            if "y" not in batch:
+                raise KeyError("model.conditional=true but the data module yields no labels 'y'")
+            return {"y": batch["y"]}
+        return {}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x0 = batch["x"]
+        out = self.objective(self.net, self.schedule, x0, **self._cond(batch))
+        self.log("train/loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        return out.loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step != self._last_ema_step:  # once per optimizer step
+            self.ema.update(self.net)
+            self._last_ema_step = self.global_step
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ sampling
+    def denoiser(self, use_ema: bool = True, y: torch.Tensor | None = None) -> Callable:
+        """The model function ``eps_fn(x, t)`` the samplers take (``t``: int64 original indices)."""
+        net = self.ema.shadow if use_ema else self.net
+        cond = {"y": y} if y is not None else {}
+
+        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return net(x, t.to(x.dtype), **cond)
+
+        return eps_fn
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int | None = None,
+        x_T: torch.Tensor | None = None,
+        sampler: Callable | None = None,
+        use_ema: bool = True,
+        y: torch.Tensor | None = None,
+        generator: GeneratorLike = None,
+        callback: Callable | None = None,
+        progress: bool = False,
+        schedule: DiscreteSchedule | None = None,
+    ) -> torch.Tensor:
+        """Draw samples ``[n, *data_shape]`` with the configured (or given) sampler.
+
+        ``x_T`` defaults to N(0, I) noise drawn with ``generator``. EMA weights by default.
+        ``schedule`` replaces the training schedule (e.g. a respaced one, Improved DDPM §4).
+        """
+        if x_T is None:
+            if n is None:
+                raise ValueError("sample() needs n or x_T")
+            x_T = randn((n, *self.data_shape), generator, device=self.device)
+        sampler = sampler or self.sampler
+        was_training = self.training
+        self.eval()
+        try:
+            return sampler(self.denoiser(use_ema, y), schedule or self.schedule, x_T, generator=generator, callback=callback, progress=progress)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["diffzoo"] = {
+            "config": self.run_config,
+            "data_shape": list(self.data_shape),
+            "wandb_run_id": self.wandb_run_id,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("diffzoo", {})
+        self.wandb_run_id = meta.get("wandb_run_id", self.wandb_run_id)
+        self._last_ema_step = checkpoint.get("global_step", -1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())

@@ -1,0 +1,375 @@
+"""The DDPM / ADM U-Net, a plain image-to-image network ``f(x, t, y)``.
+
+The defaults are Ho et al. 2020's CIFAR-10 network (App. B; the TF code
+``diffusion_tf/models/unet.py``): 35.7M parameters. Keyword options add the architecture
+changes of Dhariwal & Nichol 2021 (ADM, §3): more attention heads, AdaGN ("scale-shift
+norm"), BigGAN-style resampling residual blocks, and a class embedding. The network knows
+nothing of noise schedules: ``t`` is whatever noise-level value the caller feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .embeddings import sinusoidal_embedding
+
+__all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample"]
+
+GROUPNORM_EPS = 1e-6  # the TF ``group_norm`` default used by the DDPM code
+
+
+def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups, channels, eps=GROUPNORM_EPS)
+
+
+def _xavier(layer: nn.Module) -> nn.Module:
+    # DDPM nn.default_init: variance_scaling(1, "fan_avg", "uniform") = Xavier-uniform; zero bias.
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _zero(layer: nn.Module) -> nn.Module:
+    # DDPM init_scale=0 on the last layer of every residual branch and on the output conv.
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Downsample(nn.Module):
+    """Strided 3×3 conv, ``[B, C, H, W] → [B, C, H/2, W/2]``, with TF "SAME" padding as in
+    DDPM (for even sizes: one zero row/column at the bottom/right only)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = _xavier(nn.Conv2d(channels, channels, 3, stride=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour ×2 then a 3×3 conv, ``[B, C, H, W] → [B, C, 2H, 2W]``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = _xavier(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class ResBlock(nn.Module):
+    """Residual block conditioned on an embedding ``emb`` (DDPM ``resnet_block``).
+
+    ``h = conv1(SiLU(GN(x))) + W·SiLU(emb)``, then ``conv2(dropout(SiLU(GN(h))))`` added to
+    ``x`` (through a 1×1 conv when the width changes). With ``scale_shift`` (ADM's AdaGN,
+    Dhariwal & Nichol 2021 §3): ``[s, b] = W·SiLU(emb)`` and ``GN(h)·(1 + s) + b`` replaces
+    ``GN(h + W·SiLU(emb))``. With ``resample`` (ADM's BigGAN-style blocks) both branches are
+    average-pooled ("down") or nearest-upsampled ("up") before ``conv1``.
+
+    Shapes: ``x`` ``[B, in_ch, H, W]``, ``emb`` ``[B, emb_dim]`` → ``[B, out_ch, H', W']``.
+    """
+
+    RESAMPLE = (None, "up", "down")
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        *,
+        dropout: float = 0.0,
+        num_groups: int = 32,
+        scale_shift: bool = False,
+        resample: Literal["up", "down"] | None = None,
+    ):
+        super().__init__()
+        if resample not in self.RESAMPLE:
+            raise ValueError(f"ResBlock: resample must be one of {self.RESAMPLE}, got {resample!r}")
+        self.scale_shift = scale_shift
+        self.resample = {
+            None: nn.Identity(),
+            "up": nn.Upsample(scale_factor=2.0, mode="nearest"),
+            "down": nn.AvgPool2d(2),
+        }[resample]
+        self.norm1 = _norm(in_ch, num_groups)
+        self.conv1 = _xavier(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.emb_proj = _xavier(nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch))
+        self.norm2 = _norm(out_ch, num_groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Identity() if in_ch == out_ch else _xavier(nn.Conv2d(in_ch, out_ch, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.resample(F.silu(self.norm1(x))))
+        x = self.resample(x)
+        e = self.emb_proj(F.silu(emb))[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Residual multi-head self-attention over the ``H·W`` positions (DDPM ``attn_block``).
+
+    ``x + proj(softmax(QKᵀ/√d)V)`` with ``Q, K, V`` 1×1 projections of ``GN(x)`` and ``d``
+    the width of a head (Vaswani et al. 2017, eq. 1), computed by
+    ``F.scaled_dot_product_attention``. Shapes: ``[B, C, H, W] → [B, C, H, W]``.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 1, num_groups: int = 32):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"AttentionBlock: {channels} channels do not split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm = _norm(channels, num_groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        for w in self.qkv.weight.data.chunk(3):  # DDPM initialises q, k, v as separate layers
+            nn.init.xavier_uniform_(w)
+        nn.init.zeros_(self.qkv.bias)
+        self.proj_out = _zero(nn.Conv2d(channels, channels, 1))
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` ``[B, C, H, W]`` → ``q, k, v``, each ``[B, heads, H·W, C / heads]``."""
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
+        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        h = F.scaled_dot_product_attention(*self.qkv_heads(x))  # [B, heads, H·W, d]
+        return x + self.proj_out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class EmbedSequential(nn.Sequential):
+    """A sequence of layers in which the :class:`ResBlock` ones also receive ``emb``."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    """DDPM U-Net (Ho et al. 2020, App. B) with the ADM options (Dhariwal & Nichol 2021, §3).
+
+    Layout: conv_in; per resolution level ``num_res_blocks`` ResBlocks (each followed by
+    attention when the resolution is in ``attention_resolutions``) and a downsampler;
+    a middle ResBlock–attention–ResBlock; per level ``num_res_blocks + 1`` ResBlocks fed the
+    concatenated skip activations, then an upsampler; GN–SiLU–conv_out. The noise level
+    enters as ``t ↦ Linear(SiLU(Linear(sinusoidal(t))))`` of width ``4·base_channels``.
+
+    Args:
+        in_channels, out_channels: image channels in and out (``out_channels = 2·C`` for a
+            learned variance).
+        image_size: side of the training images; the input's sides must be divisible by
+            ``2^(len(channel_mult) − 1)``.
+        base_channels: width at full resolution; level ``i`` has ``base_channels·channel_mult[i]``.
+        channel_mult: width multipliers, one per resolution level.
+        num_res_blocks: ResBlocks per level on the way down.
+        attention_resolutions: feature-map sides (e.g. 16 for 16×16) that get self-attention.
+        dropout: dropout before the second conv of every ResBlock.
+        num_heads: attention heads (ignored when ``num_head_channels`` is given).
+        num_head_channels: fixed width per head (ADM: 64); heads = channels / this.
+        num_groups: GroupNorm groups; must divide every width.
+        use_scale_shift_norm: ADM's AdaGN in the ResBlocks.
+        resblock_updown: resample with ResBlocks (ADM, BigGAN) instead of (strided) convs.
+        num_classes: if set, a learned class embedding is added to the time embedding; index
+            ``num_classes`` is the learned *null* class for classifier-free guidance, and
+            ``y=None`` means null for the whole batch.
+        use_checkpoint: recompute block activations in the backward pass (saves memory).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        image_size: int = 32,
+        base_channels: int = 128,
+        channel_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        num_heads: int = 1,
+        num_head_channels: int | None = None,
+        num_groups: int = 32,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = False,
+        num_classes: int | None = None,
+        use_checkpoint: bool = False,
+    ):
+        super().__init__()
+        channel_mult = tuple(int(m) for m in channel_mult)
+        attention_resolutions = tuple(int(r) for r in attention_resolutions)
+        _check_args(
+            in_channels=in_channels, out_channels=out_channels, image_size=image_size,
+            base_channels=base_channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks,
+            attention_resolutions=attention_resolutions, dropout=dropout, num_heads=num_heads,
+            num_head_channels=num_head_channels, num_groups=num_groups, num_classes=num_classes,
+        )
+        self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
+        self.base_channels, self.num_classes = base_channels, num_classes
+        self.use_checkpoint = use_checkpoint
+        self.downsampling_factor = 2 ** (len(channel_mult) - 1)
+
+        emb_dim = 4 * base_channels
+        self.time_mlp = nn.Sequential(
+            _xavier(nn.Linear(base_channels, emb_dim)), nn.SiLU(), _xavier(nn.Linear(emb_dim, emb_dim))
+        )
+        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+
+        def block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
+            return ResBlock(cin, cout, emb_dim, dropout=dropout, num_groups=num_groups,
+                            scale_shift=use_scale_shift_norm, resample=resample)
+
+        def attention(ch: int) -> AttentionBlock:
+            heads = ch // num_head_channels if num_head_channels else num_heads
+            return AttentionBlock(ch, heads, num_groups)
+
+        ch, res = base_channels, image_size
+        self.input_conv = _xavier(nn.Conv2d(in_channels, ch, 3, padding=1))
+        skip_channels = [ch]
+        self.down = nn.ModuleList()
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [block(ch, base_channels * mult)]
+                ch = base_channels * mult
+                if res in attention_resolutions:
+                    layers.append(attention(ch))
+                self.down.append(EmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level < len(channel_mult) - 1:
+                down = block(ch, ch, "down") if resblock_updown else Downsample(ch)
+                self.down.append(EmbedSequential(down))
+                skip_channels.append(ch)
+                res //= 2
+
+        self.mid = EmbedSequential(block(ch, ch), attention(ch), block(ch, ch))
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers = [block(ch + skip_channels.pop(), base_channels * mult)]
+                ch = base_channels * mult
+                if res in attention_resolutions:
+                    layers.append(attention(ch))
+                if level > 0 and i == num_res_blocks:
+                    layers.append(block(ch, ch, "up") if resblock_updown else Upsample(ch))
+                    res *= 2
+                self.up.append(EmbedSequential(*layers))
+
+        self.out = nn.Sequential(
+            _norm(ch, num_groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        )
+
+    @property
+    def null_class(self) -> int | None:
+        """The label index meaning "no class" (classifier-free guidance), or None."""
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, in_channels, H, W]``, ``t`` float ``[B]`` (or a scalar), ``y`` int64
+        ``[B]`` labels in ``0 … num_classes`` (``num_classes`` = null) → ``[B, out_channels, H, W]``."""
+        t = self._check_inputs(x, t, y)
+        emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels).to(x.dtype))
+        if self.class_embed is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.class_embed(y)
+
+        h = self.input_conv(x)
+        skips = [h]
+        for stage in self.down:
+            h = self._run(stage, h, emb)
+            skips.append(h)
+        h = self._run(self.mid, h, emb)
+        for stage in self.up:
+            h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)
+
+    def _run(self, stage: EmbedSequential, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.use_checkpoint and torch.is_grad_enabled():
+            return checkpoint(stage, h, emb, use_reentrant=False)
+        return stage(h, emb)
+
+    def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"UNet: x must have shape [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        f = self.downsampling_factor
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"UNet: image sides {tuple(x.shape[2:])} must be divisible by {f} = 2^(len(channel_mult) - 1)"
+            )
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"UNet: t must have shape [{x.shape[0]}], got {tuple(t.shape)}")
+        if y is not None and self.class_embed is None:
+            raise ValueError("UNet: got class labels y but the network was built with num_classes=None")
+        if y is not None and y.shape != (x.shape[0],):
+            raise ValueError(f"UNet: y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
+        return t
+
+
+def _check_args(
+    *, in_channels, out_channels, image_size, base_channels, channel_mult, num_res_blocks,
+    attention_resolutions, dropout, num_heads, num_head_channels, num_groups, num_classes,
+) -> None:
+    """Raise a ValueError naming the offending UNet argument."""
+    for name, value in [("in_channels", in_channels), ("out_channels", out_channels),
+                        ("image_size", image_size), ("base_channels", base_channels),
+                        ("num_res_blocks", num_res_blocks), ("num_heads", num_heads),
+                        ("num_groups", num_groups)]:
+        if int(value) != value or value < 1:
+            raise ValueError(f"UNet: {name} must be a positive integer, got {value!r}")
+    if not channel_mult or min(channel_mult) < 1:
+        raise ValueError(
+            f"UNet: channel_mult must be a non-empty list of positive integers, got {list(channel_mult)}"
+        )
+    factor = 2 ** (len(channel_mult) - 1)
+    if image_size % factor:
+        raise ValueError(
+            f"UNet: image_size={image_size} is not divisible by 2^(len(channel_mult) - 1) = {factor} "
+            f"(channel_mult={list(channel_mult)})"
+        )
+    reachable = [image_size // 2**i for i in range(len(channel_mult))]
+    bad = [r for r in attention_resolutions if r not in reachable]
+    if bad:
+        raise ValueError(
+            f"UNet: attention_resolutions {bad} are not reached; with image_size={image_size} and "
+            f"{len(channel_mult)} levels the resolutions are {reachable}"
+        )
+    widths = sorted({base_channels * m for m in channel_mult})
+    if any(w % num_groups for w in widths):
+        raise ValueError(
+            f"UNet: num_groups={num_groups} must divide every width base_channels*channel_mult = {widths}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"UNet: dropout must lie in [0, 1), got {dropout}")
+    middle_width = base_channels * channel_mult[-1]  # the middle block always has attention
+    attn_widths = sorted({base_channels * channel_mult[reachable.index(r)] for r in attention_resolutions}
+                         | {middle_width})
+    if num_head_channels is not None:
+        if int(num_head_channels) != num_head_channels or num_head_channels < 1 or any(
+            w % num_head_channels for w in attn_widths
+        ):
+            raise ValueError(
+                f"UNet: num_head_channels={num_head_channels} must divide every attention width {attn_widths}"
+            )
+    elif any(w % num_heads for w in attn_widths):
+        raise ValueError(f"UNet: num_heads={num_heads} must divide every attention width {attn_widths}")
+    if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
+        raise ValueError(f"UNet: num_classes must be a positive integer or null, got {num_classes!r}")

@@ -1,0 +1,139 @@
+"""Conditioning the PC sampler on known values: inpainting and colourisation (Score SDE App. I).
+
+Known coordinates ``y`` of ``x_0`` are imposed at every time ``t`` by replacing those coordinates
+of the current sample with a draw of the forward marginal ``p_0t(y(t) | y) = N(α(t)y, σ(t)²I)``
+after each corrector and predictor update; the reverse SDE then fills the unknown coordinates
+(Score SDE App. I.2, the "imputation" sampler). Colourisation is the same thing in a rotated
+colour basis: an orthonormal per-pixel channel transform whose first axis is ``(1, …, 1)/√C``
+turns the grey level (the channel mean) into one known coordinate, ``√C·gray`` (App. I.3).
+Because the transform is orthonormal and the SDEs are isotropic, the forward marginal in the
+rotated basis is the same Gaussian kernel.
+
+Both samplers return the known coordinates exactly: the last step puts ``y`` (resp. the grey
+level) back in place of its noisy estimate.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..schedules.sde import SDE
+from ..utils.random import GeneratorLike, randn_like
+from .pc import PCStep, StepNorm, pc
+
+__all__ = ["inpaint", "colorize", "decorrelating_basis"]
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _conditioned_pc(score_fn, sde: SDE, x_T, known, keep, to_basis: Transform, from_basis: Transform, pc_kwargs, generator):
+    """PC sampling with ``to_basis(x)[keep]`` tied to ``known`` (values in that basis)."""
+
+    def impose(u: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return torch.where(keep, value, u)
+
+    def project(x: torch.Tensor, x_mean: torch.Tensor, t: torch.Tensor) -> PCStep:
+        # App. I.2: replace the known part with a sample of p_0t(· | y) at the current t.
+        mean, std = sde.marginal_prob(known, t)
+        noisy = mean + std.reshape(-1, *([1] * (known.ndim - 1))) * randn_like(known, generator)
+        return PCStep(from_basis(impose(to_basis(x), noisy)), from_basis(impose(to_basis(x_mean), mean)))
+
+    t_T = torch.full((x_T.shape[0],), sde.T, device=x_T.device, dtype=x_T.dtype)
+    x_start = project(x_T, x_T, t_T).x
+    out = pc(score_fn, sde, x_start, project=project, generator=generator, **pc_kwargs)
+    return from_basis(impose(to_basis(out), known))
+
+
+def inpaint(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    predictor: str = "reverse_diffusion",
+    corrector: str = "langevin",
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    eps: float = 1e-3,
+    denoise: bool = True,
+    step_norm: StepNorm = "batch",
+    generator: GeneratorLike = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Fill the unknown values of ``y`` with the PC sampler (Score SDE App. I.2).
+
+    Args:
+        score_fn, sde, x_T: as for :func:`~diffzoo.samplers.pc.pc` (``x_T`` ``[B, …]``).
+        y: ``[B, …]`` data with the known values (the rest is ignored).
+        mask: bool/0-1 tensor broadcastable to ``y``; true (1) where ``y`` is known.
+        predictor, corrector, snr, n_corrector, eps, denoise, step_norm, generator, callback,
+            progress: passed to :func:`~diffzoo.samplers.pc.pc`.
+    Returns: ``[B, …]`` sample equal to ``y`` wherever ``mask`` is true.
+    """
+    keep = torch.broadcast_to(mask.to(device=y.device).bool(), y.shape)
+    pc_kwargs = dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector=n_corrector, eps=eps,
+                     denoise=denoise, step_norm=step_norm, callback=callback, progress=progress)
+    return _conditioned_pc(score_fn, sde, x_T, y, keep, _identity, _identity, pc_kwargs, generator)
+
+
+def decorrelating_basis(channels: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Orthonormal ``[C, C]`` matrix ``Q`` whose first column is ``(1, …, 1)/√C``; the
+    coordinates ``Qᵀx`` of a pixel ``x`` have the (scaled) grey level ``√C·mean(x)`` first and
+    the colour in the remaining ``C − 1`` (Score SDE App. I.3)."""
+    seed = torch.eye(channels, dtype=torch.float64)
+    seed[:, 0] = 1.0
+    q, _ = torch.linalg.qr(seed)
+    q = q * torch.sign(q[0, 0])  # make the first column +1/√C
+    return q.to(dtype=dtype, device=device)
+
+
+def colorize(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    gray: torch.Tensor,
+    predictor: str = "reverse_diffusion",
+    corrector: str = "langevin",
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    eps: float = 1e-3,
+    denoise: bool = True,
+    step_norm: StepNorm = "batch",
+    generator: GeneratorLike = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Colour images whose channel mean is ``gray`` with the PC sampler (Score SDE App. I.3).
+
+    Args:
+        x_T: ``[B, C, …]`` starting noise (channels on dim 1).
+        gray: ``[B, 1, …]`` channel mean of the target images.
+        other arguments: as for :func:`inpaint`.
+    Returns: ``[B, C, …]`` images whose mean over channels equals ``gray`` (to float rounding).
+    """
+    C = x_T.shape[1]
+    if gray.shape[1] != 1 or gray.shape[0] != x_T.shape[0] or gray.shape[2:] != x_T.shape[2:]:
+        raise ValueError(f"colorize: gray must be [B, 1, …] matching x_T {tuple(x_T.shape)}, got {tuple(gray.shape)}")
+    Q = decorrelating_basis(C, dtype=x_T.dtype, device=x_T.device)
+
+    def to_basis(x: torch.Tensor) -> torch.Tensor:  # per pixel: u = Qᵀx
+        return torch.einsum("bc...,cd->bd...", x, Q)
+
+    def from_basis(u: torch.Tensor) -> torch.Tensor:  # x = Q u
+        return torch.einsum("bd...,cd->bc...", u, Q)
+
+    known = torch.zeros_like(x_T)
+    known[:, :1] = gray.to(x_T.dtype) * C**0.5  # first coordinate = (Σ_c x_c)/√C = √C·gray
+    keep = torch.zeros_like(x_T, dtype=torch.bool)
+    keep[:, :1] = True
+    pc_kwargs = dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector=n_corrector, eps=eps,
+                     denoise=denoise, step_norm=step_norm, callback=callback, progress=progress)
+    return _conditioned_pc(score_fn, sde, x_T, known, keep, to_basis, from_basis, pc_kwargs, generator)

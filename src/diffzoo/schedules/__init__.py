@@ -1,0 +1,34 @@
+"""Forward processes: discrete β tables and schedules, continuous SDEs (VP / sub-VP / VE), σ grids."""
+
+from .betas import (
+    betas_from_alphas_cumprod,
+    cosine_betas,
+    linear_betas,
+    scaled_linear_betas,
+    sqrt_linear_betas,
+)
+from .discrete import DiscreteSchedule, PosteriorMoments, extract, spaced_timesteps
+from .sde import SDE, VESDE, VPSDE, AncestralStep, Discretization, Marginal, ReverseSDE, SDECoefficients, SubVPSDE
+from .sigmas import geometric_sigmas
+
+__all__ = [
+    "linear_betas",
+    "scaled_linear_betas",
+    "cosine_betas",
+    "sqrt_linear_betas",
+    "betas_from_alphas_cumprod",
+    "DiscreteSchedule",
+    "PosteriorMoments",
+    "extract",
+    "spaced_timesteps",
+    "SDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "ReverseSDE",
+    "SDECoefficients",
+    "Marginal",
+    "Discretization",
+    "AncestralStep",
+    "geometric_sigmas",
+]

@@ -1,0 +1,58 @@
+"""Helpers shared by the integration tests: compose the real config, run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from diffzoo.config import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+# Shrinks any run to seconds on a CPU: tiny step budget, few samples, CSV logs.
+TINY = [
+    "logger=csv",
+    "trainer.max_steps=3",
+    "trainer.log_every_n_steps=1",
+    "final_samples=0",
+    "callbacks.sample_grid.every_n_steps=1000000",
+    "callbacks.model_checkpoint.every_n_train_steps=1",
+]
+
+
+def compose_train(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
+    """Compose ``train.yaml`` with ``overrides`` (as the CLI would) and set ``run_dir``."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args`` in a subprocess (needed for DDP, signals and exit codes)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("DIFFZOO_RUN_DIR", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make_loss_recorder(path: str):
+    """A callback appending ``step loss`` lines to ``path`` (instantiate it from config with
+    ``+callbacks.losses._target_=tests.helpers.make_loss_recorder``)."""
+    import lightning as L
+
+    class _Recorder(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            with open(path, "a") as f:
+                f.write(f"{trainer.global_step} {float(loss)!r}\n")
+
+    return _Recorder()
