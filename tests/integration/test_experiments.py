@@ -31,20 +31,32 @@ def test_experiment_composes(experiment):
         assert "_target_" in cfg[group], group
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_fast_dev_run(experiment, tmp_path, fake_data_dir):
+def _fast_dev_run(experiment, run_dir, data_dir, extra=()):
     cfg = compose_train(
-        [f"experiment={experiment}", "trainer.fast_dev_run=true", "logger=csv", f"paths.data_dir={fake_data_dir}",
-         "data.num_workers=0"],
-        run_dir=tmp_path / "run",
+        [f"experiment={experiment}", "trainer.fast_dev_run=true", "logger=csv", f"paths.data_dir={data_dir}",
+         "data.num_workers=0", *extra],
+        run_dir=run_dir,
     )
     if "system_dir" in cfg.data:
         cfg.data.system_dir = None  # read the fake files, never the machine's
     metrics = train(cfg)
     assert metrics["step"] == 1
-    assert (tmp_path / "run" / "samples" / "final.png").is_file()
-    assert (tmp_path / "run" / "metrics.json").is_file()
-    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert (run_dir / "samples" / "final.png").is_file()
+    assert (run_dir / "metrics.json").is_file()
+    assert (run_dir / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_fast_dev_run(experiment, tmp_path, fake_data_dir):
+    """One step of every experiment as configured, with a batch of 8 (the paper-size nets make
+    a full batch take minutes on a CPU; ``test_experiment_fast_dev_run_full_batch`` runs it)."""
+    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir, ["data.batch_size=8"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_fast_dev_run_full_batch(experiment, tmp_path, fake_data_dir):
+    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir)
 
 
 def test_ddpm_cifar10_is_the_paper_recipe():

@@ -132,7 +132,7 @@ class Evaluation(L.Callback):
         self.last_records = result.records
         values = {f"eval/{k}": v for k, v in result.values().items()}
         for key, value in values.items():
-            trainer.callback_metrics[key] = torch.tensor(value)
+            trainer.callback_metrics[key] = torch.tensor(value, dtype=torch.float64)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=step)

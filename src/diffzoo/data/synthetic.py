@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["write_fake_cifar10", "write_fake_fashion_mnist"]
 
 
-def write_fake_cifar10(root: Path, per_batch: int = 16, seed: int = 0) -> Path:
+def write_fake_cifar10(root: Path, per_batch: int = 32, seed: int = 0) -> Path:
     """``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch}`` with random images."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
@@ -39,7 +39,7 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
         f.write(header + array.tobytes())
 
 
-def write_fake_fashion_mnist(root: Path, n_train: int = 64, n_test: int = 16, seed: int = 0) -> Path:
+def write_fake_fashion_mnist(root: Path, n_train: int = 256, n_test: int = 16, seed: int = 0) -> Path:
     """``<root>/FashionMNIST/raw/*-idx?-ubyte.gz`` with random 28x28 images."""
     rng = np.random.default_rng(seed)
     raw = root / "FashionMNIST" / "raw"

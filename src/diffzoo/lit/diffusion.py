@@ -62,7 +62,6 @@ class DiffusionModule(L.LightningModule):
         self.conditional = conditional
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
         self.wandb_run_id: str | None = None
-        self._last_ema_step = -1
 
     @staticmethod
     def _shape_from_net(net: nn.Module) -> tuple[int, ...]:
@@ -88,10 +87,11 @@ class DiffusionModule(L.LightningModule):
         self.log("train/loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
         return out.loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.global_step != self._last_ema_step:  # once per optimizer step
-            self.ema.update(self.net)
-            self._last_ema_step = self.global_step
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # The EMA follows every optimizer step, inside it: checkpoint callbacks that run at the end
+        # of the batch then always see raw and EMA weights of the same step.
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.net)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.net.parameters())
@@ -152,7 +152,6 @@ class DiffusionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("diffzoo", {})
         self.wandb_run_id = meta.get("wandb_run_id", self.wandb_run_id)
-        self._last_ema_step = checkpoint.get("global_step", -1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

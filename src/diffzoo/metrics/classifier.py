@@ -30,13 +30,17 @@ __all__ = ["ARCHS", "DEFAULT_EPOCHS", "SmallCNN", "ClassifierCard", "classifier_
 ARCHS = ("cnn",)
 DEFAULT_EPOCHS = {"digits": 30, "fashion_mnist": 5}  # enough for ~98% / ~90% test accuracy
 _FALLBACK_EPOCHS = 10
-_CACHE_VERSION = 1  # bump when training changes, so old caches are not reused
+_CACHE_VERSION = 2  # bump when training changes, so old caches are not reused
 
 
 class SmallCNN(nn.Module):
     """``conv3×3(C→w) → conv3×3/2(w→2w) → conv3×3/2(2w→2w) → global mean pool → Linear(2w→d) → ReLU``
     gives the ``d``-dim features; ``Linear(d→K)`` the logits. Input: uint8 ``[B, C, H, W]``
     (scaled to ``[-1, 1]`` inside) or float in ``[-1, 1]``; any ``H, W ≥ 4``.
+
+    The features are divided by ``feature_scale`` (a buffer, set after training to the RMS
+    per-dimension standard deviation on the training split), so their average variance is 1 —
+    KID's cubic kernel ``(xᵀy/d + 1)³`` then sees O(1) inner products, as with Inception features.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, feature_dim: int = 64):
@@ -50,6 +54,7 @@ class SmallCNN(nn.Module):
             nn.Linear(2 * width, feature_dim), nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("feature_scale", torch.ones(()))
 
     @staticmethod
     def scale(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,7 @@ class SmallCNN(nn.Module):
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[B, C, H, W]`` → features ``[B, d]`` and logits ``[B, K]`` (float32)."""
         f = self.body(self.scale(x))
-        return f, self.head(f)
+        return f / self.feature_scale, self.head(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features_and_logits(x)[1]
@@ -138,6 +143,9 @@ def train_classifier(
                 loss.backward()
                 opt.step()
     net.eval()
+    with torch.no_grad():
+        f = torch.cat([net.body(net.scale(train.x[i: i + 1024])) for i in range(0, len(train.x), 1024)])
+        net.feature_scale.fill_(float(f.var(0).mean().sqrt().clamp_min(1e-8)))
     card = ClassifierCard(
         dataset=dm.name, key=path.stem, arch=arch, seed=seed, epochs=n_epochs,
         test_accuracy=_accuracy(net, test.x, test.y), n_train=len(train.x), n_test=len(test.x),
