@@ -81,6 +81,21 @@ def _out_dir(cfg: DictConfig, info: dict) -> Path:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` as configured (``conf/eval.yaml``); return what ``metrics.json``
     holds (on every process; only rank 0 writes files)."""
+    _validate(cfg)
+    fabric = _start_processes(cfg)
+    import torch.distributed as dist
+
+    try:
+        summary = _evaluate(cfg, fabric)
+        if fabric is not None:
+            dist.barrier()  # every process stays until rank 0 has written the outputs
+        return summary
+    finally:
+        if fabric is not None and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
     import numpy as np
 
     from .lit.build import load_module
@@ -89,8 +104,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from .train import write_json_atomic
     from .utils.images import save_samples_figure
 
-    _validate(cfg)
-    fabric = _start_processes(cfg)
     device = fabric.device if fabric is not None else _device(cfg.accelerator)
     rank, world_size = rank_and_world_size()
     overrides = {"sampler": OmegaConf.to_container(cfg.sampler)} if cfg.get("sampler") else None

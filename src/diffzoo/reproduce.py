@@ -1,6 +1,6 @@
 """``make reproduce-ddpm-cifar``: the paper recipe of an experiment on every visible GPU.
 
-    python -m diffzoo.reproduce ddpm_cifar10 [--data-dir DIR] [--smoke] [hydra overrides ...]
+    python -m diffzoo.reproduce ddpm_cifar10 [--data-dir DIR] [--smoke] [key=value ...]
 
 It prints the plan and its expected cost before starting, then trains with DDP over all visible
 GPUs, keeping the paper's *global* batch (the per-process batch is divided by the GPU count).
@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("experiment", help="e.g. ddpm_cifar10")
     parser.add_argument("--data-dir", default=None, help="folder with the data set (else paths.data_dir)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run of the same pipeline")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (Hydra overrides are key=value)")
+    args.overrides = overrides
 
     import torch
     from hydra import compose, initialize_config_dir

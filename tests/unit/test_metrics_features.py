@@ -148,3 +148,19 @@ def test_extractor_choice():
         choose_extractor_kind("classifier", (3, 64, 64), labelled=False)
     with pytest.raises(ValueError, match="swd"):
         choose_extractor_kind("auto", (2,), labelled=False)
+
+
+def test_fashion_mnist_classifier_trains_from_the_idx_files(tmp_path):
+    """The pipeline on Fashion-MNIST's real file format (random stand-in images: accuracy is not the point)."""
+    from diffzoo.data.synthetic import write_fake_fashion_mnist
+
+    write_fake_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
+    cfg = OmegaConf.load(f"{CONFIG_DIR}/data/fashion_mnist.yaml")
+    cfg.root, cfg.system_dir, cfg.seed, cfg.image_size = str(tmp_path / "data"), None, 0, 32
+    extractor = make_extractor("auto", cfg, (1, 32, 32), True, tmp_path / "cache", epochs=1)
+    assert extractor.space == "fashion_mnist"
+    ref = reference_statistics(extractor, cfg, tmp_path / "cache", split="train")
+    assert ref.n == 64 and ref.features.shape == (64, extractor.net.feature_dim)
+    card = json.loads(classifier_path(cfg, tmp_path / "cache", "fashion_mnist", epochs=1).with_suffix(".json").read_text())
+    assert card["n_train"] == 64 and card["n_test"] == 16 and card["data"]["image_size"] == 32
+    assert "root" not in card["data"]  # where the files live is not part of the data's identity

@@ -93,7 +93,7 @@ def sampler_info(module, schedule=None) -> dict[str, Any]:
         "sampler": str(sampler_cfg.get("_target_", type(module.sampler).__name__)).rsplit(".", 1)[-1],
         "eta": sampler_cfg.get("eta"),
         "guidance_scale": guidance.get("scale", guidance.get("guidance_scale")) if isinstance(guidance, Mapping) else None,
-        "steps": int((schedule or module.schedule).T),
+        "steps": int(sampler_cfg.get("steps") or (schedule or module.schedule).T),  # a sampler's own sub-sequence, else the schedule's
     }
 
 
