@@ -23,6 +23,7 @@ TINY = [
     "final_samples=0",
     "callbacks.sample_grid.every_n_steps=1000000",
     "callbacks.model_checkpoint.every_n_train_steps=1",
+    "callbacks.evaluation=null",
 ]
 
 

@@ -106,8 +106,12 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
 
     device = fabric.device if fabric is not None else _device(cfg.accelerator)
     rank, world_size = rank_and_world_size()
-    overrides = {"sampler": OmegaConf.to_container(cfg.sampler)} if cfg.get("sampler") else None
-    module = load_module(cfg.ckpt_path, overrides=overrides).to(device)
+    module = load_module(cfg.ckpt_path).to(device)
+    if cfg.get("sampler"):  # replace (not merge into) the stored sampler: its options differ per sampler
+        from hydra.utils import instantiate
+
+        module.sampler = instantiate(cfg.sampler)
+        module.run_config = {**module.run_config, "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
     setup = EvalSetup(
         n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
         sample_steps=cfg.sample_steps, extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,

@@ -34,6 +34,7 @@ def plan_overrides(experiment: str, n_gpus: int, global_batch: int, data_dir: st
             "data.batch_size=4", "final_samples=4", "final_sample_steps=10",
             "callbacks.sample_grid.every_n_steps=1000000", "callbacks.model_checkpoint.every_n_train_steps=2",
             "logger=csv", f"name={experiment}_smoke",
+            "callbacks.evaluation=null",  # Inception FID needs downloaded weights; the smoke test skips it
         ]
     if n_gpus == 0:
         raise ConfigError("no GPU is visible: the paper recipe is a multi-day GPU job; use SMOKE=1 to test the pipeline on CPU")
@@ -72,9 +73,11 @@ def _print_plan(cfg, n_gpus: int, smoke: bool) -> None:
         total = 3 * flops * steps * batch  # forward + backward ≈ 3 forwards
         print(f"compute    : {flops / 1e9:.2f} GFLOP per image forward -> {total / 1e18:.1f} EFLOP for training;"
               f" at 100 TFLOP/s sustained: {total / 1e14 / 3600:.1f} h")
-    print("evaluation : sample grids and checkpoints every "
-          f"{cfg.callbacks.sample_grid.every_n_steps} / {cfg.callbacks.model_checkpoint.every_n_train_steps} steps;"
-          " FID at checkpoints needs the metrics back-end (not available in this version).")
+    ev = cfg.callbacks.get("evaluation")
+    print("evaluation : " + (f"{ev.n} samples ({ev.extractor} features) every {ev.every_n_steps} steps and at the end"
+                             if ev else "none in this run (smoke); evaluate checkpoints with diffzoo-eval")
+          + f"; sample grids every {cfg.callbacks.sample_grid.every_n_steps} steps,"
+          f" checkpoints every {cfg.callbacks.model_checkpoint.every_n_train_steps}")
 
 
 def main(argv: list[str] | None = None) -> None:

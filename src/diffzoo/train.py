@@ -107,11 +107,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _final_metrics(trainer, model) -> dict[str, Any]:
     logged = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-    return {
+    metrics: dict[str, Any] = {
         "step": int(trainer.global_step),
         "num_parameters": int(model.num_parameters()),
         **{k.replace("/", "_"): v for k, v in logged.items()},
     }
+    # Every evaluation metric with its full setup (n, sampler, NFE, weights, reference-stats hash).
+    records = [r.as_dict() for cb in trainer.callbacks for r in getattr(cb, "last_records", [])]
+    if records:
+        metrics["eval_records"] = records
+    return metrics
 
 
 def _final_samples(cfg, trainer, model, run_dir: Path, metrics: dict) -> Path | None:
@@ -153,6 +158,8 @@ def _print_summary(run_dir: Path, metrics: dict, samples: Path | None, metrics_p
     table.add_column(style="bold")
     table.add_column()
     for k, v in sorted(metrics.items()):
+        if isinstance(v, (list, dict)):
+            continue
         table.add_row(k, f"{v:.5g}" if isinstance(v, float) else str(v))
     table.add_row("checkpoints", str(run_dir / "checkpoints"))
     if samples:

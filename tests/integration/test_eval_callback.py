@@ -77,6 +77,13 @@ def test_toy_data_gets_toy_metrics(tmp_path, shared_cache):
     assert all(torch.isfinite(torch.tensor(r.value)) or r.metric == "loglik" for r in callback.last_records)
 
 
+def test_nothing_is_prepared_when_no_evaluation_is_due(tmp_path):
+    module = build_module(OmegaConf.create(tiny_run_config("digits")), (1, 8, 8))
+    callback = Evaluation(every_n_steps=100, at_train_end=False, cache_dir=str(tmp_path / "cache"), **EVAL)
+    _trainer(tmp_path, callback, max_steps=2).fit(module, datamodule=DigitsDataModule(batch_size=16))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "eval").exists() and callback.last_records == []
+
+
 DDP_SCRIPT = textwrap.dedent("""
     import json, sys, torch, lightning as L
     from omegaconf import OmegaConf

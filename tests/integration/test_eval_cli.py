@@ -132,3 +132,21 @@ def test_bad_option_names_the_key(tmp_path):
         cfg = compose(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "shard=padded"])
     with pytest.raises(ConfigError, match=r"shard='padded' is not one of \['contiguous', 'strided'\]"):
         evaluate(cfg)
+
+
+def test_sampler_override_is_recorded_with_its_nfe_and_eta(tmp_path, shared_cache):
+    from hydra import compose, initialize_config_dir
+
+    from diffzoo.evaluate import evaluate
+
+    ckpt = write_tiny_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")  # trained with ddpm
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[
+            f"ckpt_path={ckpt}", "n=20", "batch_size=8", "sampler=ddim", "sampler.steps=5", "sampler.eta=0.5",
+            "metrics=[fid]", "classifier.epochs=3", "progress=false", f"paths.cache_dir={shared_cache}"])
+    summary = evaluate(cfg)
+    record = summary["records"][0]
+    assert (record["name"], record["sampler"], record["nfe"], record["eta"]) == ("fid_digits20", "ddim", 5, 0.5)
+    out = tmp_path / "run" / "eval" / "ddim_steps5_n20_seed0_ema"
+    assert json.loads((out / "metrics.json").read_text())["fid_digits20"] == record["value"]
+    assert (out / "grid.png").is_file()

@@ -34,7 +34,7 @@ def test_experiment_composes(experiment):
 def _fast_dev_run(experiment, run_dir, data_dir, extra=()):
     cfg = compose_train(
         [f"experiment={experiment}", "trainer.fast_dev_run=true", "logger=csv", f"paths.data_dir={data_dir}",
-         "data.num_workers=0", *extra],
+         "data.num_workers=0", "callbacks.evaluation=null", *extra],
         run_dir=run_dir,
     )
     if "system_dir" in cfg.data:

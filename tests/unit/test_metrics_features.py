@@ -95,9 +95,8 @@ def test_torch_fidelity_and_torchmetrics_agree_on_the_same_extractor(digits):
         feature_extractor_weights_path=str(path), kid_subset_size=len(fake), kid_subsets=2, isc_splits=1,
         cuda=False, cache=False, verbose=False, save_cpu_ram=True, batch_size=128,
     )
-    d = extractor.net.feature_dim
-    fid = FrechetInceptionDistance(feature=TorchmetricsFeature(extractor, "features", d))
-    kid = KernelInceptionDistance(feature=TorchmetricsFeature(extractor, "features", d), subsets=2, subset_size=len(fake))
+    fid = FrechetInceptionDistance(feature=TorchmetricsFeature(extractor, "features"))
+    kid = KernelInceptionDistance(feature=TorchmetricsFeature(extractor, "features"), subsets=2, subset_size=len(fake))
     isc = InceptionScore(feature=TorchmetricsFeature(extractor, "logits"), splits=1)
     for metric in (fid, kid):
         metric.update(real, real=True)
@@ -160,7 +159,7 @@ def test_fashion_mnist_classifier_trains_from_the_idx_files(tmp_path):
     extractor = make_extractor("auto", cfg, (1, 32, 32), True, tmp_path / "cache", epochs=1)
     assert extractor.space == "fashion_mnist"
     ref = reference_statistics(extractor, cfg, tmp_path / "cache", split="train")
-    assert ref.n == 64 and ref.features.shape == (64, extractor.net.feature_dim)
+    assert ref.n == 64 and ref.features.shape == (64, extractor.feature_dim)
     card = json.loads(classifier_path(cfg, tmp_path / "cache", "fashion_mnist", epochs=1).with_suffix(".json").read_text())
     assert card["n_train"] == 64 and card["n_test"] == 16 and card["data"]["image_size"] == 32
     assert "root" not in card["data"]  # where the files live is not part of the data's identity

@@ -1,6 +1,7 @@
-"""Training callbacks: sample grids, the step progress bar."""
+"""Training callbacks: sample grids, in-training evaluation (FID / KID / …), the step progress bar."""
 
+from .evaluation import Evaluation
 from .progress import StepProgressBar
 from .sample_grid import SampleGrid
 
-__all__ = ["SampleGrid", "StepProgressBar"]
+__all__ = ["Evaluation", "SampleGrid", "StepProgressBar"]

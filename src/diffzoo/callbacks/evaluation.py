@@ -82,12 +82,20 @@ class Evaluation(L.Callback):
         """Before training: pick the metrics, build the feature extractor (training the data set's
         classifier if it is not cached) and the reference statistics — so a missing Inception
         file or a bad option fails now, not at the first evaluation."""
-        if stage != "fit" or self._inputs is not None:
+        if stage != "fit" or self._inputs is not None or not self._will_run(trainer):
             return
+        self._prepare(trainer, pl_module)
+
+    def _will_run(self, trainer) -> bool:
+        periodic = self.every_n_steps is not None and (trainer.max_steps < 0 or self.every_n_steps <= trainer.max_steps)
+        return self.at_train_end or periodic
+
+    def _prepare(self, trainer, pl_module) -> EvalInputs:
         self._inputs = prepare_evaluation(
             tuple(pl_module.data_shape), self._data_cfg(pl_module), self._setup(trainer), self._cache_dir(pl_module),
             device=trainer.strategy.root_device, datamodule=getattr(trainer, "datamodule", None),
         )
+        return self._inputs
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -125,9 +133,10 @@ class Evaluation(L.Callback):
     def evaluate(self, trainer, pl_module) -> EvalResult:
         """Run one evaluation on every rank and publish it (logs, ``callback_metrics``, files)."""
         step = int(trainer.global_step)
+        inputs = self._inputs or self._prepare(trainer, pl_module)
         with torch.random.fork_rng(devices=[]):  # leave the training RNG as it was
             result = run_evaluation(pl_module, self._data_cfg(pl_module), self._setup(trainer), self._cache_dir(pl_module),
-                                    datamodule=getattr(trainer, "datamodule", None), step=step, inputs=self._inputs)
+                                    datamodule=getattr(trainer, "datamodule", None), step=step, inputs=inputs)
         self._last_step = step
         self.last_records = result.records
         values = {f"eval/{k}": v for k, v in result.values().items()}

@@ -52,15 +52,15 @@ def _check_net_fits_data(net, data_shape: tuple[int, ...], cfg: DictConfig) -> N
 
 def load_module(ckpt_path, use_ema: bool = True, overrides: dict | None = None) -> DiffusionModule:
     """Rebuild a :class:`DiffusionModule` from a checkpoint alone (its stored config) and load its
-    raw and EMA weights. ``overrides`` (a nested dict) replaces parts of the stored config, e.g.
-    ``{"sampler": {...}}``."""
+    raw and EMA weights. ``overrides`` maps top-level config groups to replacements, e.g.
+    ``{"sampler": {...}}`` swaps the stored sampler for another one (its keys are not merged)."""
     ckpt = load_checkpoint(ckpt_path)
     meta = ckpt.get("diffzoo") or {}
     if not meta.get("config"):
         raise CheckpointError(f"{ckpt_path} has no diffzoo config; it was not written by diffzoo-train")
     cfg = OmegaConf.create(meta["config"])
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+    for group, value in (overrides or {}).items():
+        cfg[group] = value
     module = build_module(cfg, tuple(meta.get("data_shape") or ()) or None)
     check_state_dict_compatible(module, ckpt["state_dict"], Path(ckpt_path))
     module.load_state_dict(ckpt["state_dict"])

@@ -133,7 +133,7 @@ def train_classifier(
         net = SmallCNN(dm.data_shape[0], dm.num_classes)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         order = torch.Generator().manual_seed(derive_seed(seed, "classifier-order"))
-        for epoch in range(n_epochs):
+        for _ in range(n_epochs):
             net.train()
             perm = torch.randperm(len(train.x), generator=order)
             for i in range(0, len(perm), batch_size):

@@ -56,11 +56,13 @@ class FeatureExtractor(Protocol):
         identity: a string that changes whenever the features would (weights hash, layer), used
             in reference-statistics cache keys and logged with every number.
         resize: how inputs are resized before the network (part of the reference key).
+        feature_dim: width ``d`` of the features.
     """
 
     space: str
     identity: str
     resize: str
+    feature_dim: int
 
     def __call__(self, images: torch.Tensor) -> Features:
         """uint8 ``[B, C, H, W]`` → :class:`Features`."""
@@ -75,7 +77,7 @@ class ClassifierFeatures(nn.Module):
     def __init__(self, net: SmallCNN, space: str, identity: str):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
-        self.space, self.identity = space, identity
+        self.space, self.identity, self.feature_dim = space, identity, net.feature_dim
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Features:
@@ -122,16 +124,16 @@ def make_extractor(kind: str, data_cfg: Mapping[str, Any], data_shape: tuple[int
 
 class TorchmetricsFeature(nn.Module):
     """Adapts an extractor to torchmetrics' ``feature=`` argument (FID / KID want features, IS
-    wants logits): ``output="features"`` or ``"logits"``; ``num_features`` spares torchmetrics a
-    probe with a random 299×299 image."""
+    wants logits): ``output="features"`` or ``"logits"``. ``num_features`` (the extractor's
+    ``feature_dim``) spares torchmetrics its probe with a random 3×299×299 image."""
 
-    def __init__(self, extractor: FeatureExtractor, output: str = "features", num_features: int | None = None):
+    def __init__(self, extractor: FeatureExtractor, output: str = "features"):
         super().__init__()
         if output not in Features._fields:
             raise ValueError(f"output={output!r} is not one of {list(Features._fields)}")
         self.extractor, self.output = extractor, output
-        if num_features is not None:
-            self.num_features = int(num_features)
+        if output == "features":
+            self.num_features = int(extractor.feature_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return getattr(self.extractor(images), self.output)

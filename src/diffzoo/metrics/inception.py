@@ -103,6 +103,7 @@ class InceptionFeatures(nn.Module):
 
     space = "inception"
     resize = "tf1-bilinear-299"
+    feature_dim = 2048
 
     def __init__(self, weights_path: str | Path | None = None):
         super().__init__()

@@ -10,11 +10,11 @@ from typing import Any, Mapping
 import torch
 
 from ..utils.images import to_uint8
-from .backends import get_backend
-from .data import instantiate_datamodule, load_split
-from .distributed import all_reduce_max, draw_samples, gather_by_index, rank_zero_first
-from .features import FeatureExtractor, make_extractor
-from .naming import IMAGE_METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
+from .backends import BACKENDS, get_backend
+from .data import SPLITS, instantiate_datamodule, load_split
+from .distributed import SHARD_MODES, all_reduce_max, draw_samples, gather_by_index, rank_zero_first
+from .features import EXTRACTOR_KINDS, FeatureExtractor, make_extractor
+from .naming import IMAGE_METRICS, METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
@@ -54,9 +54,13 @@ class EvalSetup:
     progress: bool = False
 
     def __post_init__(self):
-        if self.n < 2:
-            raise ValueError(f"evaluation needs n >= 2 samples, got n={self.n}")
-        self.metrics = tuple(self.metrics) if self.metrics else None
+        if self.n < 2 or self.batch_size < 1:
+            raise ValueError(f"evaluation needs n >= 2 and batch_size >= 1, got n={self.n}, batch_size={self.batch_size}")
+        choices = {"extractor": EXTRACTOR_KINDS, "backend": BACKENDS, "shard": SHARD_MODES, "reference_split": SPLITS}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {list(allowed)}")
+        self.metrics = check_metrics(self.metrics, METRICS, "any data") if self.metrics else None
 
 
 @dataclass
