@@ -44,11 +44,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.out).resolve() if cfg.get("out") else default_out
     out.mkdir(parents=True, exist_ok=True)
 
-    schedule = None
-    if cfg.get("respace"):
-        from .schedules import spaced_timesteps
-
-        schedule = module.schedule.respace(spaced_timesteps(module.schedule.T, int(cfg.respace), "even"))
+    steps = int(cfg.respace) if cfg.get("respace") else None
     chunks, nfe = [], 0
     from .utils.progress import track
 
@@ -58,7 +54,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in per_sample_generators(cfg.seed, idx, stream="x_T")])
         gens = per_sample_generators(cfg.seed, idx, stream="steps")
         box = {}
-        x = module.sample(x_T=x_T.to(module.device), generator=gens, use_ema=cfg.use_ema, schedule=schedule, callback=lambda d: box.__setitem__("nfe", d["nfe"]))
+        x = module.sample(x_T=x_T.to(module.device), generator=gens, use_ema=cfg.use_ema, steps=steps, callback=lambda d: box.__setitem__("nfe", d["nfe"]))
         nfe = box.get("nfe", 0)
         chunks.append(x.cpu())
     x = torch.cat(chunks)

@@ -124,22 +124,18 @@ def _final_samples(cfg, trainer, model, run_dir: Path, metrics: dict) -> Path | 
     respaces the sampler (Improved DDPM §4); ``fast_dev_run``, a wiring check, uses 10 steps."""
     import torch
 
-    from .schedules import spaced_timesteps
     from .utils.images import save_samples_figure
     from .utils.random import derive_seed
 
     n = int(cfg.get("final_samples", 0) or 0)
-    if n <= 0:
+    if n <= 0 or not hasattr(model, "sample"):
         return None
     steps = cfg.get("final_sample_steps")
     if trainer.fast_dev_run:
         n, steps = min(n, 4), steps or 10
-    schedule = None
-    if steps and steps < model.schedule.T:
-        schedule = model.schedule.respace(spaced_timesteps(model.schedule.T, int(steps), "even"))
     nfe = {"n": 0}
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "final"))
-    x = model.sample(n, generator=gen, schedule=schedule, progress=True, callback=lambda d: nfe.__setitem__("n", d["nfe"]))
+    x = model.sample(n, generator=gen, steps=steps, progress=True, callback=lambda d: nfe.__setitem__("n", d["nfe"]))
     reference = None
     if x.ndim == 2:
         dm = trainer.datamodule

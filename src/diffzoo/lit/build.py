@@ -11,24 +11,21 @@ from ..checkpoints import check_state_dict_compatible, load_checkpoint
 from ..errors import CheckpointError, ConfigError
 from .diffusion import DiffusionModule
 
-__all__ = ["build_module", "load_module"]
+__all__ = ["build_module", "load_module", "PARTS"]
+
+# Config groups instantiated separately and handed to the model (``null`` = not used by it).
+PARTS = ("net", "schedule", "objective", "sampler")
 
 
 def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None) -> DiffusionModule:
-    """Instantiate ``cfg.net``, ``cfg.schedule``, ``cfg.objective``, ``cfg.sampler`` and wrap them
-    in ``cfg.model``. Checks that the network fits the data shape, naming the keys if not."""
-    net = instantiate(cfg.net)
-    if data_shape is not None:
-        _check_net_fits_data(net, tuple(data_shape), cfg)
-    module = instantiate(
-        cfg.model,
-        net=net,
-        schedule=instantiate(cfg.schedule),
-        objective=instantiate(cfg.objective),
-        sampler=instantiate(cfg.sampler),
-        data_shape=data_shape,
-        seed=cfg.get("seed", 0),
-    )
+    """Instantiate the parts ``cfg.net``, ``cfg.schedule`` (the forward process: a discrete
+    schedule, an SDE, a σ ladder), ``cfg.objective`` and ``cfg.sampler`` — those that are set —
+    and pass them to ``cfg.model``, with ``data_shape`` and ``seed``. Checks that the network fits
+    the data shape, naming the keys if not."""
+    parts = {group: instantiate(cfg[group]) for group in PARTS if cfg.get(group) is not None}
+    if data_shape is not None and "net" in parts:
+        _check_net_fits_data(parts["net"], tuple(data_shape), cfg)
+    module = instantiate(cfg.model, **parts, data_shape=data_shape, seed=cfg.get("seed", 0))
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     return module
 

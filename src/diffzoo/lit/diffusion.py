@@ -123,12 +123,18 @@ class DiffusionModule(L.LightningModule):
         callback: Callable | None = None,
         progress: bool = False,
         schedule: DiscreteSchedule | None = None,
+        steps: int | None = None,
     ) -> torch.Tensor:
         """Draw samples ``[n, *data_shape]`` with the configured (or given) sampler.
 
         ``x_T`` defaults to N(0, I) noise drawn with ``generator``. EMA weights by default.
-        ``schedule`` replaces the training schedule (e.g. a respaced one, Improved DDPM §4).
+        ``schedule`` replaces the training schedule; ``steps=K`` respaces it to K evenly spaced
+        steps (Improved DDPM §4) — the common "fewer steps" knob every module's ``sample`` takes.
         """
+        if steps is not None and schedule is None and steps < self.schedule.T:
+            from ..schedules.discrete import spaced_timesteps
+
+            schedule = self.schedule.respace(spaced_timesteps(self.schedule.T, int(steps), "even"))
         if x_T is None:
             if n is None:
                 raise ValueError("sample() needs n or x_T")
