@@ -16,7 +16,7 @@ def test_ddp_two_processes_one_run_dir(tmp_path):
          "callbacks.sample_grid.every_n_steps=1000000", "callbacks.model_checkpoint.every_n_train_steps=2",
          "callbacks.evaluation=null"],
         cwd=tmp_path,
-        env={"DIFFZOO_RUNS_DIR": str(runs)},
+        env={"DIFFZOO_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"},  # 2 processes on 2 cores
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dirs = [p for p in (runs / "ddpm_digits").iterdir() if p.is_dir()]

@@ -45,7 +45,7 @@ def test_eta_one_over_the_full_sequence_is_ddpm_with_small_variance():
 
 @pytest.mark.parametrize("S", [10, 20, 50, 100, 1000])
 def test_subsequences_follow_the_ddim_code(S):
-    """DDIM App. C.1 / code ``skip_type``: uniform = range(0, T, T // S); quad = int(linspace(0, √(0.8T), S)²)."""
+    """DDIM §4.2 / code ``skip_type``: uniform = range(0, T, T // S); quad = int(linspace(0, √(0.8T), S)²)."""
     T = 1000
     s = DiscreteSchedule(linear_betas(T))
     assert ddim_subsequence(s, S, "uniform").timesteps.tolist() == list(range(0, T, T // S))

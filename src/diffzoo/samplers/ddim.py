@@ -45,11 +45,12 @@ def ddim_sigma(alpha_bar: torch.Tensor, alpha_bar_prev: torch.Tensor, eta: float
 
 
 def ddim_subsequence(schedule: DiscreteSchedule, steps: int, skip: str = "uniform") -> DiscreteSchedule:
-    """The schedule restricted to DDIM's sub-sequence τ of ``steps`` indices (§4.2, App. C.1).
+    """The schedule restricted to DDIM's sub-sequence τ of ``steps`` indices (§4.2; the DDIM code's ``skip_type``).
 
-    ``"uniform"``: ``τ = range(0, T, T // steps)``; ``"quad"``: ``τ = int(linspace(0, √(0.8 T), steps)²)``
-    (DDIM code ``skip_type``; repeated indices of ``quad`` are dropped — each would be an identity
-    step). The result has ``ᾱ`` of ``schedule`` at τ and ``.timesteps`` = original indices.
+    ``"uniform"``: ``τ = range(0, T, T // steps)``, cut to ``steps`` elements when ``steps`` does not
+    divide T (the DDIM code keeps the extra ones); ``"quad"``: ``τ = int(linspace(0, √(0.8 T), steps)²)``
+    with repeated indices dropped (each would be an identity step). The result has ``ᾱ`` of
+    ``schedule`` at τ and ``.timesteps`` = original indices.
     """
     if skip not in DDIM_SKIPS:
         raise ValueError(f"skip must be one of {', '.join(DDIM_SKIPS)}; got {skip!r}")
@@ -84,7 +85,7 @@ def ddim(
         x_T: ``[B, C, …]`` starting noise.
         steps: number of steps S (= network evaluations).
         eta: η ∈ [0, 1] of eq. 16 (0 = deterministic DDIM, 1 = DDPM-like).
-        skip: ``"uniform"`` or ``"quad"`` sub-sequence (DDIM App. C.1).
+        skip: ``"uniform"`` or ``"quad"`` sub-sequence (DDIM §4.2, code ``skip_type``).
         clip_x0: clip x̂_0 to [-1, 1] and use the ε consistent with it (improved-diffusion
             ``ddim_sample``); the DDIM code does not clip.
         sigma_hat: use σ̂ = √(1 − ᾱ_t/ᾱ_s) with DDPM's ancestral step (DDIM Table 1, row σ̂);
