@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DiffzooError", "ConfigError", "CheckpointError", "user_facing_errors"]
+__all__ = ["DiffzooError", "ConfigError", "CheckpointError", "user_facing_errors", "run_reporting_errors"]
 
 
 class DiffzooError(Exception):
@@ -27,3 +27,15 @@ def user_facing_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - data layer not importable
         pass
     return tuple(types)
+
+
+def run_reporting_errors(fn, *args, **kwargs):
+    """Call ``fn``; a user-facing error is printed as one ``error: …`` line on stderr and the
+    process exits with status 2 (the command-line tools' contract: no traceback for bad input)."""
+    import sys
+
+    try:
+        return fn(*args, **kwargs)
+    except user_facing_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as _config  # noqa: F401  (registers resolvers)
-from .errors import ConfigError, user_facing_errors
+from .errors import ConfigError, run_reporting_errors
 
 __all__ = ["evaluate", "main"]
 
@@ -154,11 +154,7 @@ def _print_summary(summary: dict, records) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except user_facing_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors(evaluate, cfg)
 
 
 def main() -> None:

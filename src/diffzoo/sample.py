@@ -9,7 +9,6 @@ from its own generator), so the same samples come out whatever ``batch_size`` is
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as _config  # noqa: F401  (registers resolvers)
-from .errors import user_facing_errors
+from .errors import run_reporting_errors
 
 __all__ = ["sample", "main"]
 
@@ -71,11 +70,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        sample(cfg)
-    except user_facing_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors(sample, cfg)
 
 
 def main() -> None:

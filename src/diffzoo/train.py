@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import config as _config  # registers resolvers
 from .config import RUN_DIR_ENV, resolve_run_dir
-from .errors import user_facing_errors
+from .errors import run_reporting_errors
 
 __all__ = ["train", "main"]
 
@@ -181,11 +180,7 @@ def _print_summary(run_dir: Path, metrics: dict, samples: Path | None, metrics_p
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except user_facing_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    metrics = run_reporting_errors(train, cfg)
     return metrics.get("train_loss") if metrics else None
 
 

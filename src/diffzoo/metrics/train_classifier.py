@@ -8,13 +8,12 @@ classifier of a data set and print its held-out test accuracy.
 from __future__ import annotations
 
 import json
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from .. import config as _config  # noqa: F401  (registers resolvers)
-from ..errors import user_facing_errors
+from ..errors import run_reporting_errors
 
 __all__ = ["run", "main"]
 
@@ -35,11 +34,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except user_facing_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors(run, cfg)
 
 
 def main() -> None:
