@@ -1,4 +1,4 @@
-"""Shared test set-up: offline, quiet, small thread count, outputs under pytest's tmp dirs."""
+"""Shared test set-up: offline, quiet, one thread per process, outputs under pytest's tmp dirs."""
 
 import os
 
@@ -6,6 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+# One thread per process: the suite starts subprocesses (CLI, DDP ranks, notebook kernels) next to
+# the pytest process, and OpenMP threads that outnumber the cores spin and slow everything down.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

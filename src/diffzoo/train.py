@@ -153,9 +153,12 @@ def _final_samples(cfg, trainer, model, run_dir: Path, metrics: dict) -> Path | 
     if x.ndim == 2:
         dm = trainer.datamodule
         reference = dm.train_dataset_tensor()[:2000] if hasattr(dm, "train_dataset_tensor") else None
+        if reference is not None and tuple(reference.shape[1:]) != tuple(x.shape[1:]):
+            reference = None  # e.g. posterior draws of θ over 1-D observations: nothing to overlay
     path = save_samples_figure(x, run_dir / "samples" / "final.png", reference=reference, title=f"{cfg.name}: {n} samples")
     torch.save({"samples": x.cpu()}, run_dir / "samples" / "final.pt")
-    metrics.update(final_samples=n, sampler=cfg.sampler.get("_target_", "?").rsplit(".", 1)[-1], nfe=nfe["n"], weights="ema")
+    sampler = (cfg.get("sampler") or {}).get("_target_", type(model).__name__).rsplit(".", 1)[-1]
+    metrics.update(final_samples=n, sampler=sampler, nfe=nfe["n"], weights="ema" if hasattr(model, "ema") else "raw")
     return path
 
 

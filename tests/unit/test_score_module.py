@@ -253,6 +253,21 @@ def test_ema_none_uses_the_raw_weights_and_ema_follows_the_optimizer():
     assert not torch.allclose(raw, ema)
 
 
+def test_module_rejects_mismatched_process_objective_and_sampler():
+    from diffzoo.errors import ConfigError
+
+    ladder, langevin_sampler = SigmaLadder(L=3), functools.partial(annealed_langevin, n_steps_each=2)
+    direct = ScoreParameterization("direct")
+    with pytest.raises(ConfigError, match="dsm_ncsn"):
+        make_module(NCSNMLP(num_classes=3), ladder, langevin_sampler, parameterization=direct, objective=SDEDSMLoss())
+    with pytest.raises(ConfigError, match="dsm_sde"):
+        make_module(_TimeIgnoring(), VPSDE(), objective=NCSNDSMLoss())
+    with pytest.raises(ConfigError, match="annealed_langevin"):
+        make_module(NCSNMLP(num_classes=3), ladder, functools.partial(pc), parameterization=direct, objective=NCSNDSMLoss())
+    with pytest.raises(ConfigError, match="sampler=pc"):
+        make_module(_TimeIgnoring(), VPSDE(), langevin_sampler)
+
+
 # ---------------------------------------------------------------------------------- ODE NLL
 def test_ode_nll_is_the_exact_density_in_bits_per_dim_in_either_coordinate_system():
     """Exact scores in data coordinates (centred) and in [0, 1] coordinates (unit, density ×2^D,
@@ -271,8 +286,10 @@ def test_ode_nll_is_the_exact_density_in_bits_per_dim_in_either_coordinate_syste
         # the N(0, I) prior: log N(z; α(1)μ, ·) vs log N(z; 0, I) differs by O(α(1)·|μ|·|z|) nats
         approx = ode_nll(module, x, dequantize=False, hutchinson="exact", rtol=1e-7, atol=1e-7)
         torch.testing.assert_close(approx.bits_per_dim.double(), exact_bpd, atol=0.02, rtol=0)
-    with pytest.raises(ValueError, match="SDE"):
-        ode_nll(make_module(NCSNMLP(num_classes=3), SigmaLadder(L=3), parameterization=ScoreParameterization("direct")), x)
+    ncsn = make_module(NCSNMLP(num_classes=3), SigmaLadder(L=3), functools.partial(annealed_langevin, n_steps_each=2),
+                       parameterization=ScoreParameterization("direct"), objective=NCSNDSMLoss())
+    with pytest.raises(ValueError, match="needs a model with an SDE"):
+        ode_nll(ncsn, x)
 
 
 # ---------------------------------------------------------------------------------- recipes

@@ -68,7 +68,9 @@ class ChainBatchSampler:
         if not 0 < batch_size <= num_samples:
             raise ValueError(f"ChainBatchSampler: need 0 < batch_size <= num_samples, got {batch_size}, {num_samples}")
         if num_chains < 1 or start_batch < 0:
-            raise ValueError(f"ChainBatchSampler: need num_chains >= 1 and start_batch >= 0, got {num_chains}, {start_batch}")
+            raise ValueError(
+                f"ChainBatchSampler: need num_chains >= 1 and start_batch >= 0, got {num_chains}, {start_batch}"
+            )
         self.num_samples, self.batch_size, self.num_chains = int(num_samples), int(batch_size), int(num_chains)
         self.seed, self.start_batch = int(seed), int(start_batch)
         self.batches_per_epoch = self.num_samples // self.batch_size
@@ -102,7 +104,8 @@ class SGLDMixtureDataModule(DiffusionDataModule):
         lik_var: ``σ_x²`` of the data-generating mixture (2 in W&T).
         num_chains: ``C``, the chains the model runs side by side (``model.num_chains``).
         data_seed: seed of the draw of the observations (kept apart from ``seed``, the order).
-        **loader: ``batch_size`` (per chain; 1 in W&T), ``seed``, … of :class:`DiffusionDataModule`.
+        batch_size: minibatch size ``n`` per chain (1 in W&T).
+        **loader: ``seed``, ``num_workers``, … of :class:`DiffusionDataModule`.
     """
 
     def __init__(
@@ -112,9 +115,10 @@ class SGLDMixtureDataModule(DiffusionDataModule):
         lik_var: float = 2.0,
         num_chains: int = 1,
         data_seed: int = 0,
+        batch_size: int = 1,
         **loader,
     ):
-        super().__init__(**loader)
+        super().__init__(batch_size=batch_size, **loader)
         if num_data < 1 or num_chains < 1:
             raise ValueError(f"data.num_data and data.num_chains must be >= 1, got {num_data}, {num_chains}")
         if self.batch_size > num_data:
@@ -141,7 +145,9 @@ class SGLDMixtureDataModule(DiffusionDataModule):
         self.setup("fit")
         _, world_size = self._rank_and_world_size()
         if world_size != 1:
-            raise ValueError(f"{self.name}: runs in one process (the chains are vectorised); got world_size={world_size}")
+            raise ValueError(
+                f"{self.name}: runs in one process (the chains are vectorised); got world_size={world_size}"
+            )
         sampler = ChainBatchSampler(
             len(self.train_set), self.batch_size, self.num_chains, self.seed, start_batch=self._start_batch(world_size)
         )

@@ -138,7 +138,9 @@ class DPM2015Module(L.LightningModule):
             x_t, coeffs.mu_coeff.to(x_t.dtype), coeffs.beta_coeff.to(x_t.dtype), beta_t, self.T
         )
 
-    def kl_terms(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+    def kl_terms(
+        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, net: nn.Module | None = None
+    ) -> torch.Tensor:
         """``KL(q(x_{t−1} | x_t, x_0) ‖ p(x_{t−1} | x_t))`` per dimension, nats ``[B, D]``, at
         ``x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) noise`` (SD15 eq. 14's KL term)."""
         x_t = self.schedule.q_sample(x0, t, noise)
@@ -147,7 +149,11 @@ class DPM2015Module(L.LightningModule):
         return gaussian_kl(post.mean, post.variance.expand_as(x0), p.mean, p.variance)
 
     def bound(
-        self, x0: torch.Tensor, t_sampling: TSampling | None = None, generator: GeneratorLike = None, net: nn.Module | None = None
+        self,
+        x0: torch.Tensor,
+        t_sampling: TSampling | None = None,
+        generator: GeneratorLike = None,
+        net: nn.Module | None = None,
     ) -> BoundEstimate:
         """Unbiased per-example estimate of K and K − L_null (bits) for ``x0`` ``[B, D]``.
 
@@ -155,6 +161,8 @@ class DPM2015Module(L.LightningModule):
         module's); ``(T − 1)·KL_t`` for ``t ~ U{2..T}`` is unbiased for ``Σ_t E KL_t``.
         """
         t_sampling = t_sampling or self.t_sampling
+        if t_sampling not in T_SAMPLING:
+            raise ValueError(f"t_sampling={t_sampling!r} is not one of {', '.join(map(repr, T_SAMPLING))}")
         B, T = x0.shape[0], self.T
         gen = generator if isinstance(generator, torch.Generator) else None
         if t_sampling == "all":
@@ -190,7 +198,7 @@ class DPM2015Module(L.LightningModule):
         loss = -est.k_minus_lnull.mean()  # maximise K (the constant L_null does not move the gradient)
         n = x0.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/bound_bits", est.k.mean(), on_step=True, on_epoch=False, batch_size=n)
+        self.log("train/bound_bits_minibatch", est.k.mean(), on_step=True, on_epoch=False, batch_size=n)
         return loss.float()
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -267,14 +275,15 @@ class DPM2015Module(L.LightningModule):
         ``{"i", "t", "x", "nfe"}`` after every step.
         """
         if steps is not None and steps != self.T:
-            warnings.warn(f"DPM2015Module.sample: steps={steps} ignored; the SD15 chain always runs its T={self.T} steps")
+            warnings.warn(f"DPM2015Module.sample: steps={steps} ignored; the SD15 chain always runs all T={self.T} steps")
         if x_T is None:
             if n is None:
                 raise ValueError("sample() needs n or x_T")
             x_T = randn((n, *self.data_shape), generator, device=self.device)
         net = self.ema.shadow if use_ema else self.net
         x, B = x_T, x_T.shape[0]
-        for nfe, i in enumerate(track(range(self.T - 1, 0, -1), total=self.T - 1, description="SD15", enabled=progress), 1):
+        steps_down = track(range(self.T - 1, 0, -1), total=self.T - 1, description="SD15", enabled=progress)
+        for nfe, i in enumerate(steps_down, 1):
             p = self.reverse_moments(x, torch.full((B,), i, dtype=torch.long, device=x.device), net)
             x = p.mean + p.variance.sqrt() * randn_like(x, generator)
             if callback is not None:

@@ -19,8 +19,10 @@ import lightning as L
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..optim.ema import EMA
 from ..parameterization.score import ScoreParameterization
+from ..samplers.langevin import annealed_langevin, langevin
 from ..schedules.ladder import SigmaLadder
 from ..utils.random import GeneratorLike, derive_seed
 
@@ -39,6 +41,17 @@ def with_steps(sde, steps: int):
     kwargs = {name: getattr(sde, name) for name in params if name not in ("self", "N")}
     device = next(iter(sde.buffers()), torch.empty(0)).device
     return type(sde)(**kwargs, N=int(steps)).to(device)
+
+
+def _check_sampler(sampler: Callable, schedule) -> None:
+    """A σ ladder samples with annealed Langevin dynamics; an SDE with the PC / ODE samplers."""
+    fn = getattr(sampler, "func", sampler)
+    if isinstance(schedule, SigmaLadder) and fn is not annealed_langevin:
+        raise ConfigError("a σ ladder (schedule=ncsn_sigmas / ncsnv2_sigmas) samples with sampler=annealed_langevin, "
+                          f"got {getattr(fn, '__name__', fn)}")
+    if not isinstance(schedule, SigmaLadder) and fn in (annealed_langevin, langevin):
+        raise ConfigError(f"sampler=annealed_langevin needs a σ ladder schedule, got {type(schedule).__name__}; "
+                          "an SDE samples with sampler=pc or sampler=ode")
 
 
 class ScoreModule(L.LightningModule):
@@ -86,8 +99,11 @@ class ScoreModule(L.LightningModule):
         if isinstance(parameterization, str):
             parameterization = ScoreParameterization(parameterization)
         if data_transform not in DATA_TRANSFORMS:
-            raise ValueError(f"model.data_transform: unknown {data_transform!r}; allowed: {list(DATA_TRANSFORMS)}")
+            raise ConfigError(f"model.data_transform: unknown {data_transform!r}; allowed: {list(DATA_TRANSFORMS)}")
         parameterization.check(net, schedule, conditional)
+        if hasattr(objective, "check_schedule"):
+            objective.check_schedule(schedule)
+        _check_sampler(sampler, schedule)
         self.net = net
         self.schedule = schedule
         self.objective = objective

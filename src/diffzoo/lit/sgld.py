@@ -32,7 +32,7 @@ from ..toys.sgld_mixture import GridPosterior, MixturePosterior, histogram_tv_di
 from ..utils.random import GeneratorLike, derive_seed
 from .diffusion import DiffusionModule
 
-__all__ = ["SGLDPosterior", "PosteriorGridSpec"]
+__all__ = ["SGLDPosterior", "PosteriorGridSpec", "PosteriorDraws"]
 
 
 class PosteriorGridSpec(NamedTuple):
@@ -42,6 +42,13 @@ class PosteriorGridSpec(NamedTuple):
     range1: tuple[float, float] = (-1.5, 2.5)
     range2: tuple[float, float] = (-3.0, 3.0)
     bins: tuple[int, int] = (25, 30)
+
+
+class PosteriorDraws(NamedTuple):
+    """Kept chain states ``draws`` ``[M, 2]`` and the step size ``ε_t`` that produced each, ``[M]``."""
+
+    draws: torch.Tensor
+    step_sizes: torch.Tensor
 
 
 class SGLDPosterior(L.LightningModule):
@@ -172,18 +179,21 @@ class SGLDPosterior(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ draws
-    def posterior_draws(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The kept draws ``[M, 2]`` (all chains, M = kept steps × C) and their step sizes ``[M]``.
+    def posterior_draws(self) -> PosteriorDraws:
+        """The kept draws of all chains (``M`` = kept steps × ``C``), with their step sizes.
 
         Before burn-in ends (e.g. ``fast_dev_run``) there are none; the chains' current states
         are returned instead, with a warning, so that wiring checks can draw something.
         """
         k = int(self.num_kept)
         if k == 0:
-            warnings.warn("SGLDPosterior: no posterior draws kept yet (burn-in not over); using the chains' current states")
-            return self.theta.detach().clone(), torch.ones(self.num_chains, dtype=torch.float64)
-        draws = self.samples[:k].reshape(-1, 2)
-        return draws, self.sample_step_sizes[:k].repeat_interleave(self.num_chains)
+            warnings.warn(
+                "SGLDPosterior: no posterior draws kept yet (burn-in not over); using the chains' current states"
+            )
+            return PosteriorDraws(self.theta.detach().clone(), torch.ones(self.num_chains, dtype=torch.float64))
+        return PosteriorDraws(
+            self.samples[:k].reshape(-1, 2), self.sample_step_sizes[:k].repeat_interleave(self.num_chains)
+        )
 
     @torch.no_grad()
     def sample(
@@ -193,12 +203,13 @@ class SGLDPosterior(L.LightningModule):
         callback: Callable | None = None,
         progress: bool = False,
         steps: int | None = None,
-        **unused,
+        use_ema: bool = True,
     ) -> torch.Tensor:
         """``n`` posterior draws ``[n, 2]`` picked uniformly from the kept chain states (without
         replacement while ``n`` ≤ the number kept). No network is evaluated: ``callback`` gets
-        ``{"nfe": 0}``; ``steps`` and ``progress`` have no meaning here."""
-        draws, _ = self.posterior_draws()
+        ``{"nfe": 0}``. ``steps``, ``progress`` and ``use_ema`` (the sampler contract shared with
+        the diffusion modules) have no meaning for a Markov chain and are not used."""
+        draws = self.posterior_draws().draws
         gen = generator if isinstance(generator, torch.Generator) else None
         if n <= draws.shape[0]:
             idx = torch.randperm(draws.shape[0], generator=gen)[:n]
@@ -227,8 +238,8 @@ class SGLDPosterior(L.LightningModule):
         if self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
                 logger.log_metrics(values, step=self.global_step)
-            save_posterior_figure(draws, grid, Path(self.trainer.default_root_dir) / "sgld_posterior.png",
-                                  title=f"SGLD, {self.num_chains} chain(s) × {self.global_step} steps: TV = {values['tv_distance']:.3f}")
+            title = f"SGLD, {self.num_chains} chain(s) × {self.global_step} steps: TV = {values['tv_distance']:.3f}"
+            save_posterior_figure(draws, grid, Path(self.trainer.default_root_dir) / "sgld_posterior.png", title)
 
     # ------------------------------------------------------------------ checkpoints (same metadata as DiffusionModule)
     on_save_checkpoint = DiffusionModule.on_save_checkpoint

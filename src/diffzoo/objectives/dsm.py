@@ -15,6 +15,9 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from ..schedules.ladder import SigmaLadder
+from ..schedules.sde import SDE
 from .base import ObjectiveOutput
 
 __all__ = ["NCSNDSMLoss", "SDEDSMLoss", "SDE_WEIGHTINGS", "SDE_REDUCTIONS"]
@@ -49,6 +52,12 @@ class NCSNDSMLoss(nn.Module):
     def __init__(self, anneal_power: float = 2.0):
         super().__init__()
         self.anneal_power = float(anneal_power)
+
+    def check_schedule(self, schedule) -> None:
+        """Raise :class:`ConfigError` unless ``schedule`` is a σ ladder."""
+        if not isinstance(schedule, SigmaLadder):
+            raise ConfigError(f"objective=dsm_ncsn needs a σ ladder (schedule=ncsn_sigmas or ncsnv2_sigmas), got "
+                              f"{type(schedule).__name__}; an SDE trains with objective=dsm_sde")
 
     def forward(self, score_fn: ScoreFn, schedule, x0: torch.Tensor, **cond) -> ObjectiveOutput:
         """``score_fn(x̃, σ, **cond)`` with σ float ``[B]``; ``x0`` ``[B, …]``. Returns the batch
@@ -93,6 +102,12 @@ class SDEDSMLoss(nn.Module):
         if not 0 < eps < 1:
             raise ValueError(f"objective.eps must lie in (0, 1), got {eps}")
         self.weighting, self.reduce, self.eps = weighting, reduce, float(eps)
+
+    def check_schedule(self, schedule) -> None:
+        """Raise :class:`ConfigError` unless ``schedule`` is an SDE."""
+        if not isinstance(schedule, SDE):
+            raise ConfigError(f"objective=dsm_sde needs an SDE (schedule=vpsde, subvpsde or vesde), got "
+                              f"{type(schedule).__name__}; a σ ladder trains with objective=dsm_ncsn")
 
     def _reduce(self, sq: torch.Tensor) -> torch.Tensor:
         # losses.py: reduce_op = mean, or 0.5 · sum over the data dimensions.

@@ -133,8 +133,15 @@ class PolynomialDecayLR(LRScheduler):
         _check_gamma(gamma)
         if not (a > 0 and b > 0):
             raise ValueError(f"PolynomialDecayLR: need a > 0 and b > 0, got a={a}, b={b}")
-        self.decay = PolynomialDecay(float(a), float(b), float(gamma))
+        # Plain floats, not the NamedTuple: LRScheduler.state_dict() is the instance __dict__, and
+        # checkpoints must stay loadable with torch.load(weights_only=True).
+        self.a, self.b, self.gamma = float(a), float(b), float(gamma)
         super().__init__(optimizer, last_epoch)
+
+    @property
+    def decay(self) -> PolynomialDecay:
+        """The schedule ``ε_t = a (b + t)^−γ``."""
+        return PolynomialDecay(self.a, self.b, self.gamma)
 
     @classmethod
     def from_endpoints(

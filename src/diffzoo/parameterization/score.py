@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["ScoreParameterization", "SCORE_KINDS", "NET_INPUTS"]
 
 ScoreKind = Literal["eps", "scaled", "direct"]
@@ -64,21 +66,21 @@ class ScoreParameterization:
         return f"ScoreParameterization(kind={self.kind!r}, net_input={self.net_input!r}, time_scale={self.time_scale})"
 
     def check(self, net: nn.Module, schedule, conditional: bool = False) -> None:
-        """Raise ``ValueError`` (naming the keys to change) if ``net`` / ``schedule`` cannot be
+        """Raise :class:`~diffzoo.errors.ConfigError` (naming the keys to change) if ``net`` / ``schedule`` cannot be
         used this way: an index input needs a σ ladder; the division by σ must not happen twice;
         class labels reach only time-conditioned nets (an NCSN net's ``y`` is the level)."""
         if self.net_input == "index" and not hasattr(schedule, "index"):
-            raise ValueError(
+            raise ConfigError(
                 f"score parameterization net_input='index' needs a σ ladder (schedule=ncsn_sigmas), not {type(schedule).__name__}; "
                 "use net_input='time'"
             )
         if getattr(net, "scale_by_sigma", False):
-            raise ValueError(
+            raise ConfigError(
                 f"{type(net).__name__} has scale_by_sigma=true but the score parameterization already handles σ; "
                 "set net.scale_by_sigma=false (use model.parameterization.kind=scaled for NCSNv2's s(x)/σ)"
             )
         if conditional and self.net_input != "time":
-            raise ValueError(f"model.conditional=true needs a time-conditioned net (net_input='time'), got net_input={self.net_input!r}")
+            raise ConfigError(f"model.conditional=true needs a time-conditioned net (net_input='time'), got net_input={self.net_input!r}")
 
     def __call__(self, net: nn.Module, schedule, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``s_θ(x, t)``: ``x`` ``[B, …]``, ``t`` float ``[B]`` (σ for a ladder), ``y`` optional
