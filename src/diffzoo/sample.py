@@ -50,7 +50,11 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     starts = range(0, cfg.n, cfg.batch_size)
     for start in track(starts, total=len(starts), description="sampling", enabled=True):
         idx = range(start, min(cfg.n, start + cfg.batch_size))
-        x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in per_sample_generators(cfg.seed, idx, stream="x_T")])
+        x_gens = per_sample_generators(cfg.seed, idx, stream="x_T")
+        if hasattr(module, "prior_sample"):  # the model's own prior (VE: N(0, σ_max²); NCSN: uniform)
+            x_T = module.prior_sample(len(x_gens), x_gens)
+        else:
+            x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in x_gens])
         gens = per_sample_generators(cfg.seed, idx, stream="steps")
         box = {}
         x = module.sample(x_T=x_T.to(module.device), generator=gens, use_ema=cfg.use_ema, steps=steps, callback=lambda d: box.__setitem__("nfe", d["nfe"]))

@@ -158,7 +158,7 @@ def _final_samples(cfg, trainer, model, run_dir: Path, metrics: dict) -> Path | 
     path = save_samples_figure(x, run_dir / "samples" / "final.png", reference=reference, title=f"{cfg.name}: {n} samples")
     torch.save({"samples": x.cpu()}, run_dir / "samples" / "final.pt")
     sampler = (cfg.get("sampler") or {}).get("_target_", type(model).__name__).rsplit(".", 1)[-1]
-    metrics.update(final_samples=n, sampler=sampler, nfe=nfe["n"], weights="ema" if hasattr(model, "ema") else "raw")
+    metrics.update(final_samples=n, sampler=sampler, nfe=nfe["n"], weights="ema" if getattr(model, "ema", None) is not None else "raw")
     return path
 
 

@@ -12,6 +12,8 @@ from .pipeline import EvalResult, EvalSetup, run_evaluation
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
+from .ode_nll import ODENLL, ode_nll, ode_nll_of_checkpoint
+
 __all__ = [
     "BACKENDS",
     "get_backend",
@@ -46,4 +48,7 @@ __all__ = [
     "sliced_wasserstein",
     "mmd_rbf",
     "mean_log_likelihood",
+    "ODENLL",
+    "ode_nll",
+    "ode_nll_of_checkpoint",
 ]

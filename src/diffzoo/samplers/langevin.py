@@ -24,6 +24,8 @@ from typing import Callable, Literal
 
 import torch
 
+from ..utils.random import randn_like
+
 __all__ = ["langevin", "annealed_langevin", "STEP_CONVENTIONS"]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,7 +38,7 @@ def _check_convention(step_convention: str) -> None:
 
 
 def _langevin_update(x, score, alpha: float, step_convention: str, generator) -> torch.Tensor:
-    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    z = randn_like(x, generator)  # one generator, or one per sample (utils.random)
     if step_convention == "paper":
         return x + 0.5 * alpha * score + math.sqrt(alpha) * z  # NCSN Alg. 1, line 6
     return x + alpha * score + math.sqrt(2.0 * alpha) * z  # NCSN / NCSNv2 image code
