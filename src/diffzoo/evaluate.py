@@ -14,7 +14,6 @@ same samples and the same numbers. Writes ``metrics.json`` (atomically) and a gr
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 

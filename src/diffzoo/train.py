@@ -69,7 +69,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     import lightning as L
-    import torch
     from hydra.utils import instantiate
 
     from .checkpoints import check_state_dict_compatible, load_checkpoint, resolve_ckpt_path

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-import math
-from typing import Any, Callable
+from typing import Callable
 
-import lightning as L
 import torch
 from torch import nn
 
 from ..optim.ema import EMA
 from ..schedules.discrete import DiscreteSchedule
-from ..utils.random import GeneratorLike, derive_seed, randn
+from ..utils.random import GeneratorLike, randn
+from .base import GenerativeModule
 
 __all__ = ["DiffusionModule"]
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(GenerativeModule):
     """A discrete-time diffusion model (DDPM family) as a LightningModule.
 
     Args:
@@ -60,8 +58,6 @@ class DiffusionModule(L.LightningModule):
         self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
         self.seed = seed
         self.conditional = conditional
-        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
-        self.wandb_run_id: str | None = None
 
     @staticmethod
     def _shape_from_net(net: nn.Module) -> tuple[int, ...]:
@@ -70,10 +66,6 @@ class DiffusionModule(L.LightningModule):
         return (getattr(net, "dim", getattr(net, "in_channels", 2)),)
 
     # ------------------------------------------------------------------ training
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Every random draw of this step (t, ε, dropout) is a function of (seed, rank, step).
-        torch.manual_seed(derive_seed(self.seed, "train", self.global_rank, self.global_step))
-
     def _cond(self, batch: dict) -> dict:
         if self.conditional:
             if "y" not in batch:
@@ -86,19 +78,6 @@ class DiffusionModule(L.LightningModule):
         out = self.objective(self.net, self.schedule, x0, **self._cond(batch))
         self.log("train/loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
         return out.loss
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        # The EMA follows every optimizer step, inside it: checkpoint callbacks that run at the end
-        # of the batch then always see raw and EMA weights of the same step.
-        super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.net)
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ sampling
     def denoiser(self, use_ema: bool = True, y: torch.Tensor | None = None) -> Callable:
@@ -146,18 +125,3 @@ class DiffusionModule(L.LightningModule):
             return sampler(self.denoiser(use_ema, y), schedule or self.schedule, x_T, generator=generator, callback=callback, progress=progress)
         finally:
             self.train(was_training)
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["diffzoo"] = {
-            "config": self.run_config,
-            "data_shape": list(self.data_shape),
-            "wandb_run_id": self.wandb_run_id,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get("diffzoo", {})
-        self.wandb_run_id = meta.get("wandb_run_id", self.wandb_run_id)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())

@@ -33,7 +33,6 @@ import math
 import warnings
 from typing import Callable, Literal, NamedTuple
 
-import lightning as L
 import torch
 from torch import nn
 
@@ -49,7 +48,7 @@ from ..schedules.dpm2015 import (
 )
 from ..utils.progress import track
 from ..utils.random import GeneratorLike, derive_seed, randn, randn_like
-from .diffusion import DiffusionModule
+from .base import GenerativeModule
 
 __all__ = ["DPM2015Module", "T_SAMPLING", "BoundEstimate", "null_loglik_bits"]
 
@@ -69,7 +68,7 @@ class BoundEstimate(NamedTuple):
     k: torch.Tensor  # K (SD15 Table 1, first column)
 
 
-class DPM2015Module(L.LightningModule):
+class DPM2015Module(GenerativeModule):
     """SD15's diffusion probabilistic model for ``[B, D]`` data (see the module docstring).
 
     Args:
@@ -119,8 +118,6 @@ class DPM2015Module(L.LightningModule):
         if len(self.data_shape) != 1:
             raise ConfigError(f"DPM2015Module models vectors [B, D]; got data of shape {self.data_shape}")
         self.seed = int(seed)
-        self.run_config: dict | None = None  # set by build_module, stored in checkpoints
-        self.wandb_run_id: str | None = None
 
     @property
     def T(self) -> int:
@@ -188,10 +185,6 @@ class DPM2015Module(L.LightningModule):
                     f"max |mean| {mean:.3f} and mean square {second:.3f} (want 0 and 1)"
                 )
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # Every random draw of step k (t, the forward noise) is a function of (seed, rank, k).
-        torch.manual_seed(derive_seed(self.seed, "train", self.global_rank, self.global_step))
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x0 = batch["x"]
         est = self.bound(x0)
@@ -200,17 +193,6 @@ class DPM2015Module(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         self.log("train/bound_bits_minibatch", est.k.mean(), on_step=True, on_epoch=False, batch_size=n)
         return loss.float()
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.net)  # inside the step, as DiffusionModule: checkpoints see matching weights
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ the reported bound
     @torch.no_grad()
@@ -295,8 +277,3 @@ class DPM2015Module(L.LightningModule):
         return x
 
     # ------------------------------------------------------------------ checkpoints (same metadata as DiffusionModule)
-    on_save_checkpoint = DiffusionModule.on_save_checkpoint
-    on_load_checkpoint = DiffusionModule.on_load_checkpoint
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())

@@ -15,7 +15,6 @@ import functools
 import inspect
 from typing import Any, Callable, Literal
 
-import lightning as L
 import torch
 from torch import nn
 
@@ -24,7 +23,8 @@ from ..optim.ema import EMA
 from ..parameterization.score import ScoreParameterization
 from ..samplers.langevin import annealed_langevin, langevin
 from ..schedules.ladder import SigmaLadder
-from ..utils.random import GeneratorLike, derive_seed
+from ..utils.random import GeneratorLike
+from .base import GenerativeModule
 
 __all__ = ["ScoreModule", "DATA_TRANSFORMS", "with_steps"]
 
@@ -54,7 +54,7 @@ def _check_sampler(sampler: Callable, schedule) -> None:
                           "an SDE samples with sampler=pc or sampler=ode")
 
 
-class ScoreModule(L.LightningModule):
+class ScoreModule(GenerativeModule):
     """A score-based generative model as a LightningModule.
 
     Args:
@@ -116,8 +116,6 @@ class ScoreModule(L.LightningModule):
         self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
         self.seed = seed
         self.conditional = conditional
-        self.run_config: dict | None = None
-        self.wandb_run_id: str | None = None
 
     @staticmethod
     def _shape_from_net(net: nn.Module) -> tuple[int, ...]:
@@ -140,10 +138,6 @@ class ScoreModule(L.LightningModule):
         return (0.0, 1.0) if self.data_transform == "unit" else (-1.0, 1.0)
 
     # ------------------------------------------------------------------ training
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Every random draw of this step (σ or t, z, dropout) is a function of (seed, rank, step).
-        torch.manual_seed(derive_seed(self.seed, "train", self.global_rank, self.global_step))
-
     def _cond(self, batch: dict) -> dict:
         if self.conditional:
             if "y" not in batch:
@@ -162,19 +156,6 @@ class ScoreModule(L.LightningModule):
         out = self.objective(self._score_of(self.net), self.schedule, x0, **self._cond(batch))
         self.log("train/loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
         return out.loss
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        # As DiffusionModule: the EMA follows every optimizer step, inside it.
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update(self.net)
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ sampling
     def score_fn(self, use_ema: bool = True, y: torch.Tensor | None = None) -> Callable:
@@ -243,18 +224,3 @@ class ScoreModule(L.LightningModule):
         finally:
             self.train(was_training)
         return self.from_model(x)
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["diffzoo"] = {
-            "config": self.run_config,
-            "data_shape": list(self.data_shape),
-            "wandb_run_id": self.wandb_run_id,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get("diffzoo", {})
-        self.wandb_run_id = meta.get("wandb_run_id", self.wandb_run_id)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
