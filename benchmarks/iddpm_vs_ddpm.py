@@ -87,7 +87,7 @@ class Quality:
 
 
 def evaluate(ckpt: Path, variances: list[str], steps: int, x: torch.Tensor, seed: int, out_dir: Path, name: str,
-             full_T: bool, quality: Quality | None, n_quality: int) -> list[dict]:
+             full_T: bool, quality: Quality | None, n_quality: int, clip_x0: bool) -> list[dict]:
     from diffzoo.lit.build import load_module
     from diffzoo.metrics.vlb import vlb_bits_per_dim
     from diffzoo.samplers import ddpm
@@ -101,9 +101,10 @@ def evaluate(ckpt: Path, variances: list[str], steps: int, x: torch.Tensor, seed
     def bound_record(schedule, variance: str) -> dict:
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        bound = vlb_bits_per_dim(eps_fn, schedule, x, variance=variance, clip_x0=False, generator=gen)
+        bound = vlb_bits_per_dim(eps_fn, schedule, x, variance=variance, clip_x0=clip_x0, generator=gen)
         return {
             "variance": variance,
+            "clip_x0": clip_x0,
             "nll_bpd": bound.total_bpd.mean().item(),
             "se": bound.total_bpd.std().item() / math.sqrt(len(x)),
             "decoder": bound.terms_bpd[:, 0].mean().item(),
@@ -133,6 +134,8 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=50, help="respaced steps K for the bound and samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full-T", action="store_true", help="also evaluate the bound over all T steps")
+    parser.add_argument("--no-clip", action="store_true",
+                        help="bound without clipping x0-hat to [-1, 1] (improved-diffusion's image_nll.py clips by default)")
     parser.add_argument("--quality-samples", type=int, default=1500, help="samples for FID / KID (0: skip)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new temporary one)")
     parser.add_argument("--reuse", action="store_true", help="evaluate checkpoints already in --out instead of training")
@@ -168,11 +171,11 @@ def main() -> None:
             ckpt = train_one(experiment, args.train_steps, args.seed, out / name)
             report[f"{name}_train_seconds"] = time.perf_counter() - t0
         report[name] = evaluate(ckpt, variances, args.sample_steps, held_out, args.seed, out, name, args.full_T,
-                                quality, args.quality_samples)
+                                quality, args.quality_samples, clip_x0=not args.no_clip)
 
     (out / "iddpm_vs_ddpm.json").write_text(json.dumps(report, indent=2))
     print(f"\nNLL bound in bits/dim on {len(held_out)} held-out digits (8-bit), EMA weights, "
-          f"{args.train_steps} training steps each, seed {args.seed}")
+          f"{args.train_steps} training steps each, seed {args.seed}, x0-hat clipped: {not args.no_clip}")
     print(f"{'model':<8} {'variance':<14} {'NFE':>5} {'bits/dim':>10} {'± s.e.':>8} {'decoder':>8}   sample quality")
     for name in runs:
         for r in report[name]:
