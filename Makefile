@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 .PHONY: help install train test test-full bench sample reproduce-ddpm-cifar wandb-sync clean
 
 help:
-	@echo "make train   - set up, then train the default model (DDPM on 8x8 digits, ~5 min on 2 CPU cores)"
+	@echo "make train   - set up, then train the default model (DDPM on 8x8 digits, 5-10 min on 2 CPU cores)"
 	@echo "make test    - set up, then run the fast test suite"
 	@echo "make test-full - fast + slow tests"
 	@echo "make reproduce-ddpm-cifar [SMOKE=1] [DATA_DIR=...] - the DDPM CIFAR-10 paper recipe"
