@@ -2,16 +2,23 @@
 
 Both models are trained by the real ``train()`` with the same network width, optimiser, batch
 size and step budget (``experiment=ddpm_digits`` vs ``experiment=iddpm_digits``), then evaluated
-with their EMA weights at K respaced steps (Improved DDPM §4, default K = 50): the variational
-bound on the NLL in bits/dim of the held-out digits (DDPM eq. 5 with the discretised decoder,
-data quantised to 8 bits as a PNG would hold them); FID and KID of samples against the training
-images in the feature space of the project's digits classifier (``fid_digits…``, not Inception
-FID); and a sample grid of each. The iDDPM paper's
-claim is that learned Σ keeps the bound (and sample quality) good with few steps, where fixed Σ
-degrades (Nichol & Dhariwal 2021, §4, Fig. 8). Every number printed is measured in this run.
+with their EMA weights at K respaced steps (Improved DDPM §4, default K = 50):
 
-    python benchmarks/iddpm_vs_ddpm.py                      # 2000 steps each (about 2 x 5 CPU minutes)
-    python benchmarks/iddpm_vs_ddpm.py --train-steps 500 --full-T   # also the bound over all T steps
+* the variational bound on the NLL in bits/dim of the held-out digits (DDPM eq. 5 with the
+  discretised decoder; data quantised to 8 bits as a PNG would hold them). x̂_0 is clipped to
+  [-1, 1] in the reverse mean, as improved-diffusion's ``image_nll.py`` does by default: without
+  it the last respaced step of the cosine schedule, where x̂_0 = (x_t − √(1−ᾱ) ε)/√ᾱ divides by
+  √ᾱ ≈ 5e-5, dominates the bound (``--no-clip`` shows it);
+* FID and KID of samples against the training images in the feature space of the project's
+  digits classifier (``fid_digits…``, not Inception FID);
+* a sample grid of each.
+
+The iDDPM claim under test: learned Σ keeps the bound and sample quality good with few steps,
+where fixed Σ degrades (Nichol & Dhariwal 2021, §4, Fig. 8). Every number printed is measured
+in this run.
+
+    python benchmarks/iddpm_vs_ddpm.py                               # 2000 steps each, as ddpm_digits
+    python benchmarks/iddpm_vs_ddpm.py --train-steps 800 --full-T    # also the bound over all T steps
     python benchmarks/iddpm_vs_ddpm.py --out DIR --reuse             # evaluate the checkpoints in DIR again
 """
 
