@@ -13,6 +13,7 @@ from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
 from .ode_nll import ODENLL, ode_nll, ode_nll_of_checkpoint
+from .vlb import VLBBitsPerDim, vlb_bits_per_dim
 
 __all__ = [
     "BACKENDS",
@@ -51,4 +52,6 @@ __all__ = [
     "ODENLL",
     "ode_nll",
     "ode_nll_of_checkpoint",
+    "VLBBitsPerDim",
+    "vlb_bits_per_dim",
 ]

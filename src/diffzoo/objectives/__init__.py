@@ -1,6 +1,8 @@
 """Training objectives. Each owns its noise-level distribution and weighting."""
 
 from .base import ObjectiveOutput, uniform_timesteps
+from .hybrid import HybridLoss, HybridTerms, VLBLoss
+from .resample import LossSecondMomentSampler, TimestepDraw, TimestepSampler, UniformSampler
 from .simple import SimpleLoss
 from .vlb import discretized_gaussian_log_likelihood, mean_flat, normal_kl, prior_bpd, vlb_term_bpd
 
@@ -8,6 +10,13 @@ __all__ = [
     "ObjectiveOutput",
     "uniform_timesteps",
     "SimpleLoss",
+    "HybridLoss",
+    "VLBLoss",
+    "HybridTerms",
+    "TimestepDraw",
+    "TimestepSampler",
+    "UniformSampler",
+    "LossSecondMomentSampler",
     "normal_kl",
     "discretized_gaussian_log_likelihood",
     "mean_flat",
