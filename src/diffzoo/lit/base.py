@@ -28,6 +28,14 @@ class GenerativeModule(L.LightningModule):
 
     run_config: dict | None = None  # the resolved run config, set by lit.build.build_module
     wandb_run_id: str | None = None
+    fast_paths = None  # a lit.fast_paths.FastPaths, set by apply_fast_paths (config group ``perf``)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.fast_paths is not None and self.fast_paths.channels_last and isinstance(batch, dict):
+            x = batch.get("x")
+            if isinstance(x, torch.Tensor) and x.ndim == 4:
+                batch = {**batch, "x": x.contiguous(memory_format=torch.channels_last)}
+        return batch
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(derive_seed(self.seed, "train", self.global_rank, self.global_step))
@@ -37,8 +45,25 @@ class GenerativeModule(L.LightningModule):
         if getattr(self, "ema", None) is not None:
             self.ema.update(self.net)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it
+        assumes the optimizer unscales them inside ``step``). Clip them here instead, unscaling
+        first when a grad scaler is in use (fp16), so ``perf.fused_optimizer`` composes with
+        ``trainer.gradient_clip_val``."""
+        if gradient_clip_val is None or not getattr(optimizer, "_step_supports_amp_scaling", False):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # scaler.step() then skips its own unscaling
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.net.parameters())
+        extra = self.fast_paths.optimizer_kwargs(self.optimizer_factory) if self.fast_paths is not None else {}
+        optimizer = self.optimizer_factory(params=self.net.parameters(), **extra)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer=optimizer)

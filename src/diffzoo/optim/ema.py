@@ -46,8 +46,10 @@ class EMA(nn.Module):
     def update(self, model: nn.Module) -> None:
         """One EMA step from ``model``'s current parameters (buffers are copied)."""
         d = self.current_decay()
-        for s, p in zip(self.shadow.parameters(), model.parameters()):
-            s.lerp_(p.detach().to(s.dtype), 1.0 - d)
+        shadow = list(self.shadow.parameters())
+        params = [p.detach().to(s.dtype) for s, p in zip(shadow, model.parameters())]
+        if shadow:
+            torch._foreach_lerp_(shadow, params, 1.0 - d)  # one fused kernel per dtype/device group
         for s, b in zip(self.shadow.buffers(), model.buffers()):
             s.copy_(b)
         self.num_updates += 1

@@ -21,11 +21,12 @@ trained on (``eps_fn`` always receives those).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
-from ..schedules.discrete import DiscreteSchedule, extract, spaced_timesteps
+from ..schedules.discrete import DiscreteSchedule, spaced_timesteps
 from ..utils.progress import track
 from ..utils.random import GeneratorLike, randn_like
 
@@ -101,43 +102,31 @@ def ddim(
     sub = ddim_subsequence(schedule, steps, skip)
     x = x_T
     channels, B = x.shape[1], x.shape[0]
-    timesteps = sub.timesteps.to(x.device)
+    # Every row shares the step: its coefficients are scalars, read once from the float64 tables.
+    a_t_all, a_s_all = sub.alphas_cumprod.tolist(), sub.alphas_cumprod_prev.tolist()
+    sigmas = ddim_sigma(sub.alphas_cumprod, sub.alphas_cumprod_prev, eta).tolist()  # DDIM eq. 16
+    model_t = sub.timesteps.tolist()
     for nfe, i in enumerate(track(reversed(range(sub.T)), total=sub.T, description="DDIM", enabled=progress), 1):
-        t = torch.full((B,), i, dtype=torch.long, device=x.device)
-        eps, x0 = _predict(eps_fn, sub, x, t, timesteps[t], channels, clip_x0)
+        a_t, a_s = a_t_all[i], a_s_all[i]
+        out = eps_fn(x, torch.full((B,), model_t[i], dtype=torch.long, device=x.device))
+        if out.shape[1] < channels:
+            raise ValueError(f"network output has {out.shape[1]} channels; the data have {channels} (net.out_channels)")
+        eps = out[:, :channels].to(x.dtype)
+        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)  # DDIM eq. 12, "predicted x_0"
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # the ε consistent with the clipped x̂_0
         if sigma_hat:
             # DDIM Table 1, σ̂: x_s = μ̃(x̂_0, x_t) + σ̂ z with σ̂² = 1 − ᾱ_t/ᾱ_s (= β of the respaced step).
+            t = torch.full((B,), i, dtype=torch.long, device=x.device)
             x = sub.q_posterior(x0, x, t).mean
             if i > 0:
-                x = x + extract(sub.betas, t, x).sqrt() * randn_like(x, generator)
+                x = x + math.sqrt(1 - a_t / a_s) * randn_like(x, generator)
         else:
-            x = _ddim_step(sub, x, t, x0, eps, eta, generator)
+            sigma = sigmas[i]
+            x = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - sigma**2, 0.0)) * eps  # DDIM eq. 12
+            if eta > 0 and i > 0:  # σ = 0 on the last step (ᾱ_s = 1)
+                x = x + sigma * randn_like(x, generator)
         if callback is not None:
-            callback({"i": i, "t": int(sub.timesteps[i]), "x": x, "x0": x0, "nfe": nfe})
-    return x
-
-
-def _predict(eps_fn: EpsFn, sub: DiscreteSchedule, x: torch.Tensor, t: torch.Tensor, t_model: torch.Tensor,
-             channels: int, clip_x0: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """ε_θ(x_t, t) (first ``channels`` channels) and x̂_0 (DDIM eq. 12, "predicted x_0")."""
-    out = eps_fn(x, t_model)
-    if out.shape[1] < channels:
-        raise ValueError(f"network output has {out.shape[1]} channels; the data have {channels} (net.out_channels)")
-    eps = out[:, :channels].to(x.dtype)
-    x0 = sub.predict_x0_from_eps(x, t, eps)
-    if clip_x0:
-        x0 = x0.clamp(-1, 1)
-        eps = sub.predict_eps_from_x0(x, t, x0)
-    return eps, x0
-
-
-def _ddim_step(sub: DiscreteSchedule, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
-               eta: float, generator: GeneratorLike) -> torch.Tensor:
-    """DDIM eq. 12 from index ``t`` of ``sub`` to the previous one (ᾱ = 1 before index 0)."""
-    a_t = extract(sub.alphas_cumprod, t, x)
-    a_s = extract(sub.alphas_cumprod_prev, t, x)
-    sigma = ddim_sigma(a_t, a_s, eta)  # DDIM eq. 16
-    x = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps  # DDIM eq. 12
-    if eta > 0 and int(t[0]) > 0:  # σ = 0 on the last step (ᾱ_s = 1)
-        x = x + sigma * randn_like(x, generator)
+            callback({"i": i, "t": model_t[i], "x": x, "x0": x0, "nfe": nfe})
     return x

@@ -45,15 +45,37 @@ def ddpm(
     x = x_T
     channels = x.shape[1]
     B = x.shape[0]
+    fixed = variance != "learned_range"
+    # Every row shares the step, so with a fixed variance its coefficients are scalars: read once
+    # from the float64 tables (as Python floats) instead of gathered per row at every step.
+    coefficients = _fixed_variance_coefficients(schedule, variance) if fixed else None
+    model_t = schedule.timesteps.tolist()
     for nfe, i in enumerate(track(reversed(range(schedule.T)), total=schedule.T, description="DDPM", enabled=progress), 1):
-        t = torch.full((B,), i, dtype=torch.long, device=x.device)
-        out = eps_fn(x, schedule.timesteps.to(x.device)[t])
+        out = eps_fn(x, torch.full((B,), model_t[i], dtype=torch.long, device=x.device))
         eps, v = split_model_output(out.to(x.dtype), channels, variance)
-        moments = p_mean_variance(schedule, x, t, eps, variance, v=v, clip_x0=clip_x0)
-        if i > 0:
-            x = moments.mean + torch.exp(0.5 * moments.log_variance) * randn_like(x, generator)
+        if fixed:
+            recip, recipm1, coef1, coef2, std = coefficients[i]
+            x0 = recip * x - recipm1 * eps  # DDPM eq. 15
+            if clip_x0:
+                x0 = x0.clamp(-1, 1)
+            mean = coef1 * x0 + coef2 * x  # DDPM eq. 7: μ̃_t(x̂_0, x_t)
         else:
-            x = moments.mean  # Algorithm 2, line 4: no noise at t = 1
+            t = torch.full((B,), i, dtype=torch.long, device=x.device)
+            moments = p_mean_variance(schedule, x, t, eps, variance, v=v, clip_x0=clip_x0)
+            mean, x0, std = moments.mean, moments.x0, torch.exp(0.5 * moments.log_variance)
+        if i > 0:
+            x = mean + std * randn_like(x, generator)
+        else:
+            x = mean  # Algorithm 2, line 4: no noise at t = 1
         if callback is not None:
-            callback({"i": schedule.T - nfe, "t": int(schedule.timesteps[i]), "x": x, "x0": moments.x0, "nfe": nfe})
+            callback({"i": schedule.T - nfe, "t": model_t[i], "x": x, "x0": x0, "nfe": nfe})
     return x
+
+
+def _fixed_variance_coefficients(schedule: DiscreteSchedule, variance: str) -> list[tuple[float, ...]]:
+    """Per step ``i``: (1/√ᾱ, √(1/ᾱ − 1), posterior-mean coef1, coef2, σ) as Python floats, where
+    σ = exp(½ log σ²) of the fixed variance ``variance`` (the same tables ``p_mean_variance`` uses)."""
+    std = torch.exp(0.5 * schedule.log_variance(variance))
+    return list(zip(*(table.tolist() for table in (
+        schedule.sqrt_recip_alphas_cumprod, schedule.sqrt_recipm1_alphas_cumprod,
+        schedule.posterior_mean_coef1, schedule.posterior_mean_coef2, std))))

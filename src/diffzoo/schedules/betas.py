@@ -86,5 +86,5 @@ def betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     sub-sequence has exactly the same ᾱ values. Shapes: ``[K] → [K]`` (float64).
     """
     ac = alphas_cumprod.to(torch.float64)
-    prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    prev = torch.cat([torch.ones(1, dtype=torch.float64, device=ac.device), ac[:-1]])
     return 1 - ac / prev
