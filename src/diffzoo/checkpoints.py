@@ -7,14 +7,18 @@ so a downloaded file cannot run code when it is opened.
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
-__all__ = ["load_checkpoint", "check_state_dict_compatible", "resolve_ckpt_path"]
+__all__ = ["load_checkpoint", "check_state_dict_compatible", "resolve_ckpt_path", "own_checkpoint", "plan_resume",
+           "ResumePlan", "RESUME_MODES"]
+
+RESUME_MODES = ("auto", "never", "must")
 
 
 def load_checkpoint(path) -> dict:
@@ -70,3 +74,53 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (give an existing .ckpt, or 'last' to resume the run in run_dir)")
     return path
+
+
+def own_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint a run wrote into its own dir: ``checkpoints/last.ckpt`` or the
+    ``hpc_ckpt_<n>.ckpt`` Lightning saves on SLURM's requeue signal; ``None`` if there is none."""
+    found = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """Where training starts: ``path`` (``None`` = from scratch); ``own`` is true when ``path`` is
+    this run's own checkpoint (a resume: step, optimizer, RNG, W&B run continue) rather than a
+    ``ckpt_path=<file>`` given on the command line."""
+
+    path: Path | None
+    own: bool
+    message: str
+
+
+def plan_resume(resume: str, ckpt_path: str | None, run_dir: Path) -> ResumePlan:
+    """Decide how a run starts, from ``resume`` (``auto`` | ``never`` | ``must``), ``ckpt_path``
+    and what the run dir already holds:
+
+    * ``auto``: continue from the run dir's own checkpoint if there is one (a requeued or re-run
+      job), else from ``ckpt_path`` if given, else from scratch. The own checkpoint wins over
+      ``ckpt_path=<file>``: a requeued job must not restart from the file it started from.
+    * ``must``: as ``auto``, but a run dir without a checkpoint (and no ``ckpt_path``) is an error.
+    * ``never``: never continue this run dir's checkpoints; a run dir that already holds one is an
+      error (a fresh run there would overwrite them), so is ``ckpt_path=last``.
+    """
+    if resume not in RESUME_MODES:
+        raise ConfigError(f"resume={resume!r} is not one of {list(RESUME_MODES)}")
+    own = own_checkpoint(run_dir)
+    if resume == "never":
+        if ckpt_path == "last":
+            raise ConfigError("resume=never contradicts ckpt_path=last (which resumes the run in run_dir)")
+        if own is not None:
+            raise ConfigError(
+                f"resume=never, but {run_dir} already holds {own.name}: a fresh run there would overwrite it. "
+                "Use resume=auto to continue that run, or a new run_id=/run_dir= for a fresh one")
+    elif own is not None:
+        return ResumePlan(own, True, f"resuming {run_dir} from {own}")
+    if ckpt_path not in (None, "", "null", "last"):
+        path = resolve_ckpt_path(ckpt_path, run_dir)
+        return ResumePlan(path, False, f"starting from ckpt_path={path} (weights, optimizer and step)")
+    if resume == "must":
+        raise ConfigError(f"resume=must, but {run_dir} holds no checkpoint (checkpoints/last.ckpt); "
+                          "check run_id=/run_dir=, or use resume=auto to start fresh")
+    return ResumePlan(None, False, f"starting a fresh run in {run_dir}")

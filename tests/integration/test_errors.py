@@ -58,3 +58,19 @@ def test_checkpoint_that_runs_code_on_load_is_refused(tmp_path):
     proc = run_cli("diffzoo.sample", [f"ckpt_path={path}"], cwd=tmp_path)
     _one_clear_line(proc, "error:", "refusing to load")
     assert "pwned" not in proc.stdout
+
+
+def test_training_refuses_a_torch_saved_checkpoint_that_runs_code(tmp_path):
+    import os
+
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.ckpt.*possible code execution"):
+        train(compose_train(TINY + [f"ckpt_path={path}"], run_dir=tmp_path / "r"))
+    assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,34 @@
+"""Unknown keys and impossible values are refused in one line that names the key."""
+
+import pytest
+
+from diffzoo.errors import ConfigError
+from diffzoo.validation import validate_config
+from tests.helpers import compose_train
+
+
+def test_default_config_is_valid():
+    validate_config(compose_train([]))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+trainer.max_step=10", r"unknown config key 'trainer.max_step' .*did you mean max_steps"),
+    ("+model.ema_decya=0.9", r"unknown config key 'model.ema_decya' .*did you mean ema_decay"),
+    ("+sed=3", r"unknown config key 'sed' \(top level of train.yaml\); did you mean seed"),
+    ("model.ema_decay=1.5", r"model.ema_decay=1.5 is impossible: it must be a number in \[0, 1\)"),
+    ("trainer.max_steps=-5", r"trainer.max_steps=-5 is impossible: it must be a positive integer, or -1"),
+    ("data.batch_size=0", r"data.batch_size=0 is impossible"),
+    ("resume=sometimes", r"resume='sometimes' is impossible: it must be one of auto, never, must"),
+    ("callbacks.nan_guard.action=ignore", r"callbacks.nan_guard.action='ignore' is impossible"),
+])
+def test_bad_config_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_train([override]))
+
+
+def test_cli_prints_one_line(tmp_path):
+    from tests.helpers import run_cli
+
+    proc = run_cli("diffzoo.train", ["+trainer.max_step=10"], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: unknown config key 'trainer.max_step'" in proc.stderr
