@@ -31,6 +31,9 @@ class DiffusionModule(GenerativeModule):
         seed: base seed; training noise of step k on rank r is seeded by ``(seed, r, k)``, so a
             resumed run draws exactly the noise an uninterrupted one would.
         conditional: pass the batch's class label ``y`` to the network.
+        cond_drop_prob: with ``conditional``, replace each training label by the network's null
+            class with this probability (classifier-free guidance, Ho & Salimans 2022, Alg. 1);
+            the draws of step k on rank r are seeded by ``(seed, "cond_drop", r, k)``.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class DiffusionModule(GenerativeModule):
         data_shape: tuple[int, ...] | None = None,
         seed: int = 0,
         conditional: bool = False,
+        cond_drop_prob: float = 0.0,
     ):
         super().__init__()
         self.net = net
@@ -58,6 +62,12 @@ class DiffusionModule(GenerativeModule):
         self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
         self.seed = seed
         self.conditional = conditional
+        self.cond_drop_prob = float(cond_drop_prob)
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise ValueError(f"model.cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        if self.cond_drop_prob > 0 and (not conditional or getattr(net, "null_class", None) is None):
+            raise ValueError("model.cond_drop_prob > 0 needs model.conditional=true and a network with a null "
+                             "class (net.num_classes set)")
 
     @staticmethod
     def _shape_from_net(net: nn.Module) -> tuple[int, ...]:
@@ -70,8 +80,16 @@ class DiffusionModule(GenerativeModule):
         if self.conditional:
             if "y" not in batch:
                 raise KeyError("model.conditional=true but the data module yields no labels 'y'")
-            return {"y": batch["y"]}
+            return {"y": self._drop_labels(batch["y"]) if self.cond_drop_prob > 0 else batch["y"]}
         return {}
+
+    def _drop_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """Replace each label by the null class with probability ``cond_drop_prob`` (CFG Alg. 1, line 3)."""
+        from ..utils.random import derive_seed
+
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "cond_drop", self.global_rank, self.global_step))
+        drop = (torch.rand(y.shape[0], generator=gen) < self.cond_drop_prob).to(y.device)
+        return y.masked_fill(drop, self.net.null_class)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x0 = batch["x"]
@@ -80,9 +98,19 @@ class DiffusionModule(GenerativeModule):
         return out.loss
 
     # ------------------------------------------------------------------ sampling
-    def denoiser(self, use_ema: bool = True, y: torch.Tensor | None = None) -> Callable:
-        """The model function ``eps_fn(x, t)`` the samplers take (``t``: int64 original indices)."""
+    def denoiser(self, use_ema: bool = True, y: torch.Tensor | None = None, guidance: Callable | None = None,
+                 schedule: DiscreteSchedule | None = None) -> Callable:
+        """The model function ``eps_fn(x, t)`` the samplers take (``t``: int64 original indices).
+
+        ``guidance`` (a :class:`diffzoo.guidance.Guidance`) wraps it for the labels ``y``, reading
+        ᾱ / Σ from ``schedule`` (the one the sampler walks; default the training schedule)."""
         net = self.ema.shadow if use_ema else self.net
+        if guidance is not None:
+            def model_fn(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+                cond = {"y": labels} if labels is not None and self.conditional else {}
+                return net(x, t.to(x.dtype), **cond)
+
+            return guidance(model_fn, schedule or self.schedule, y, getattr(net, "null_class", None))
         cond = {"y": y} if y is not None else {}
 
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -103,12 +131,14 @@ class DiffusionModule(GenerativeModule):
         progress: bool = False,
         schedule: DiscreteSchedule | None = None,
         steps: int | None = None,
+        guidance: Callable | None = None,
     ) -> torch.Tensor:
         """Draw samples ``[n, *data_shape]`` with the configured (or given) sampler.
 
         ``x_T`` defaults to N(0, I) noise drawn with ``generator``. EMA weights by default.
         ``schedule`` replaces the training schedule; ``steps=K`` respaces it to K evenly spaced
         steps (Improved DDPM §4) — the common "fewer steps" knob every module's ``sample`` takes.
+        ``guidance`` wraps the denoiser (:mod:`diffzoo.guidance`) for the labels ``y``.
         """
         if steps is not None and schedule is None and steps < self.schedule.T:
             from ..schedules.discrete import spaced_timesteps
@@ -122,6 +152,7 @@ class DiffusionModule(GenerativeModule):
         was_training = self.training
         self.eval()
         try:
-            return sampler(self.denoiser(use_ema, y), schedule or self.schedule, x_T, generator=generator, callback=callback, progress=progress)
+            schedule = schedule or self.schedule
+            return sampler(self.denoiser(use_ema, y, guidance, schedule), schedule, x_T, generator=generator, callback=callback, progress=progress)
         finally:
             self.train(was_training)

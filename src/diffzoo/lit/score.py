@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..optim.ema import EMA
 from ..parameterization.score import ScoreParameterization
 from ..samplers.langevin import annealed_langevin, langevin
+from ..samplers.ode import probability_flow_ode
 from ..schedules.ladder import SigmaLadder
 from ..utils.random import GeneratorLike
 from .base import GenerativeModule
@@ -117,6 +118,11 @@ class ScoreModule(GenerativeModule):
         self.seed = seed
         self.conditional = conditional
 
+    def check_sampler(self, sampler: Callable) -> None:
+        """Raise :class:`~diffzoo.errors.ConfigError` unless ``sampler`` fits the forward process
+        (a σ ladder: annealed Langevin; an SDE: PC or the probability-flow ODE)."""
+        _check_sampler(sampler, self.schedule)
+
     @staticmethod
     def _shape_from_net(net: nn.Module) -> tuple[int, ...]:
         if hasattr(net, "image_size"):
@@ -190,6 +196,19 @@ class ScoreModule(GenerativeModule):
             return with_steps(schedule, int(steps)), {}
         return schedule, {}
 
+    def sampling_steps(self, steps: int | None = None, sampler: Callable | None = None) -> int | None:
+        """The steps a :meth:`sample` call with ``steps`` walks (what evaluation reports next to
+        the NFE): an SDE's discretisation ``N``, ``None`` for the adaptive probability-flow ODE
+        (its NFE is the solver's), for a σ ladder the Langevin updates ``L' · n_steps_each``."""
+        sampler = sampler or self.sampler
+        if getattr(sampler, "func", sampler) is probability_flow_ode:
+            return None
+        process, extra = self._sampling_call(self.schedule, steps, sampler)
+        if isinstance(self.schedule, SigmaLadder):
+            n_each = extra.get("n_steps_each", getattr(sampler, "keywords", {}).get("n_steps_each", 1))
+            return int(len(process)) * int(n_each)
+        return int(process.N)
+
     @torch.no_grad()
     def sample(
         self,
@@ -203,8 +222,11 @@ class ScoreModule(GenerativeModule):
         progress: bool = False,
         schedule: nn.Module | None = None,
         steps: int | None = None,
+        guidance: Callable | None = None,
     ) -> torch.Tensor:
         """Draw samples ``[n, *data_shape]`` in data coordinates (``[−1, 1]`` for images).
+
+        ``guidance`` (:class:`diffzoo.guidance.ScoreClassifierGuidance`) wraps the score for labels ``y``.
 
         ``x_T`` (model coordinates) defaults to :meth:`prior_sample` drawn with ``generator``.
         ``steps``: the number of discretisation steps ``N`` of an SDE sampler, or the budget of
@@ -220,7 +242,9 @@ class ScoreModule(GenerativeModule):
         was_training = self.training
         self.eval()
         try:
-            x = sampler(self.score_fn(use_ema, y), process, x_T, generator=generator, callback=callback, progress=progress, **extra)
+            score_fn = self.score_fn(use_ema, y) if guidance is None else guidance(  # an unconditional model ignores y
+                lambda x, t, c: self.score_fn(use_ema, c if self.conditional else None)(x, t), process, y)
+            x = sampler(score_fn, process, x_T, generator=generator, callback=callback, progress=progress, **extra)
         finally:
             self.train(was_training)
         return self.from_model(x)

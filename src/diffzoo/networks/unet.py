@@ -9,8 +9,8 @@ nothing of noise schedules: ``t`` is whatever noise-level value the caller feeds
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +19,22 @@ from torch.utils.checkpoint import checkpoint
 
 from .embeddings import sinusoidal_embedding
 
-__all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample"]
+__all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample", "EmbedSequential", "build_encoder"]
 
 GROUPNORM_EPS = 1e-6  # the TF ``group_norm`` default used by the DDPM code
 
 
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in the parameters' dtype (float32 under mixed precision), cast back after (ADM's
+    ``GroupNorm32``): under bf16 / fp16 autocast the statistics stay exact. Same parameters
+    and state dict as ``nn.GroupNorm``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self.weight.dtype)).to(x.dtype)
+
+
 def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups, channels, eps=GROUPNORM_EPS)
+    return GroupNorm32(num_groups, channels, eps=GROUPNORM_EPS)
 
 
 def _xavier(layer: nn.Module) -> nn.Module:
@@ -141,16 +150,24 @@ class AttentionBlock(nn.Module):
         self.proj_out = _zero(nn.Conv2d(channels, channels, 1))
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x`` ``[B, C, H, W]`` → ``q, k, v``, each ``[B, heads, H·W, C / heads]``."""
+        """``x`` ``[B, C, H, W]`` → ``q, k, v``, each ``[B, heads, H·W, C / heads]``.
+
+        The 1×1 convolution is applied as a matrix product over the positions (same weights,
+        same result): faster than a 1×1 conv on small maps, and it leaves each head's features
+        contiguous, which the fused attention kernels need."""
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)
+        tokens = self.norm(x).reshape(B, C, H * W).transpose(1, 2)  # [B, H·W, C]
+        qkv = F.linear(tokens, self.qkv.weight.view(3 * C, C), self.qkv.bias)  # [B, H·W, 3C]
+        qkv = qkv.view(B, H * W, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(dim=0)
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         h = F.scaled_dot_product_attention(*self.qkv_heads(x))  # [B, heads, H·W, d]
-        return x + self.proj_out(h.transpose(-1, -2).reshape(B, C, H, W))
+        h = h.transpose(1, 2).reshape(B, H * W, C)  # heads concatenated per position
+        out = F.linear(h, self.proj_out.weight.view(C, C), self.proj_out.bias)  # the 1×1 proj_out
+        return x + out.transpose(1, 2).reshape(B, C, H, W)
 
 
 class EmbedSequential(nn.Sequential):
@@ -160,6 +177,52 @@ class EmbedSequential(nn.Sequential):
         for layer in self:
             x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
         return x
+
+
+class Encoder(NamedTuple):
+    """The downsampling half of the U-Net, as built by :func:`build_encoder`."""
+
+    input_conv: nn.Conv2d
+    down: nn.ModuleList          # EmbedSequential stages, one per skip connection after the first
+    skip_channels: tuple[int, ...]  # width of every stage's output, input_conv first
+    channels: int                # width at the lowest resolution
+    resolution: int              # side of the lowest-resolution feature map
+
+
+def build_encoder(
+    in_channels: int,
+    image_size: int,
+    base_channels: int,
+    channel_mult: Sequence[int],
+    num_res_blocks: int,
+    attention_resolutions: Sequence[int],
+    resblock_updown: bool,
+    block: Callable[..., ResBlock],
+    attention: Callable[[int], AttentionBlock],
+) -> Encoder:
+    """conv_in, then per level ``num_res_blocks`` ResBlocks (each followed by attention at the
+    resolutions in ``attention_resolutions``) and a downsampler (a strided conv, or a "down"
+    ResBlock with ``resblock_updown``) between levels — the U-Net's encoder (DDPM App. B; ADM's
+    ``input_blocks``), shared with the noise-aware classifier (ADM §4.1). ``block(cin, cout,
+    resample=None)`` and ``attention(ch)`` make the layers, so both nets configure them alike."""
+    ch, res = base_channels, image_size
+    input_conv = _xavier(nn.Conv2d(in_channels, ch, 3, padding=1))
+    skip_channels = [ch]
+    down = nn.ModuleList()
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            layers = [block(ch, base_channels * mult)]
+            ch = base_channels * mult
+            if res in attention_resolutions:
+                layers.append(attention(ch))
+            down.append(EmbedSequential(*layers))
+            skip_channels.append(ch)
+        if level < len(channel_mult) - 1:
+            layer = block(ch, ch, "down") if resblock_updown else Downsample(ch)
+            down.append(EmbedSequential(layer))
+            skip_channels.append(ch)
+            res //= 2
+    return Encoder(input_conv, down, tuple(skip_channels), ch, res)
 
 
 class UNet(nn.Module):
@@ -238,23 +301,10 @@ class UNet(nn.Module):
             heads = ch // num_head_channels if num_head_channels else num_heads
             return AttentionBlock(ch, heads, num_groups)
 
-        ch, res = base_channels, image_size
-        self.input_conv = _xavier(nn.Conv2d(in_channels, ch, 3, padding=1))
-        skip_channels = [ch]
-        self.down = nn.ModuleList()
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [block(ch, base_channels * mult)]
-                ch = base_channels * mult
-                if res in attention_resolutions:
-                    layers.append(attention(ch))
-                self.down.append(EmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level < len(channel_mult) - 1:
-                down = block(ch, ch, "down") if resblock_updown else Downsample(ch)
-                self.down.append(EmbedSequential(down))
-                skip_channels.append(ch)
-                res //= 2
+        enc = build_encoder(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
+                            attention_resolutions, resblock_updown, block, attention)
+        self.input_conv, self.down = enc.input_conv, enc.down
+        ch, res, skip_channels = enc.channels, enc.resolution, list(enc.skip_channels)
 
         self.mid = EmbedSequential(block(ch, ch), attention(ch), block(ch, ch))
 
@@ -283,11 +333,16 @@ class UNet(nn.Module):
         """``x`` ``[B, in_channels, H, W]``, ``t`` float ``[B]`` (or a scalar), ``y`` int64
         ``[B]`` labels in ``0 … num_classes`` (``num_classes`` = null) → ``[B, out_channels, H, W]``."""
         t = self._check_inputs(x, t, y)
-        emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels).to(x.dtype))
-        if self.class_embed is not None:
-            if y is None:
-                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-            emb = emb + self.class_embed(y)
+        # The embedding MLP runs in float32 even under mixed precision (as ADM keeps
+        # ``time_embed`` in fp32): sin/cos of large t lose their phase in bf16.
+        with torch.autocast(x.device.type, enabled=False):
+            param_dtype = self.time_mlp[0].weight.dtype  # float32 unless the whole net was cast
+            emb = self.time_mlp(sinusoidal_embedding(t.to(param_dtype), self.base_channels).to(param_dtype))
+            if self.class_embed is not None:
+                if y is None:
+                    y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+                emb = emb + self.class_embed(y)
+        emb = emb.to(x.dtype)
 
         h = self.input_conv(x)
         skips = [h]

@@ -1,0 +1,184 @@
+"""The guidance-scale sweep: sample quality against diversity as the guidance scale grows.
+
+    python -m diffzoo.guidance.sweep ckpt_path=RUN/checkpoints/last.ckpt guidance=cfg \\
+        --multirun guidance.scale=0,0.5,1,2,4
+    python -m diffzoo.guidance.sweep ckpt_path=... guidance=classifier \\
+        guidance.classifier_ckpt=CLS.ckpt --multirun guidance.scale=0,1,3,10
+
+Each job draws ``n`` class-conditional samples at one scale (sample ``i`` has class ``i mod K`` and
+the noise of ``(seed, i)``, as ``diffzoo-sample`` draws it), computes FID and IS in the data set's
+feature space (Inception for RGB ≥ 32 px, the data set's own classifier for digits /
+Fashion-MNIST) and the *target accuracy* — how often the feature classifier assigns a sample to
+its target class — and writes ``<sweep_dir>/scale_<s>.json``. After every job the trade-off table
+(``tradeoff.md``, ``tradeoff.json``) and plot (``tradeoff.png``: FID against IS, and FID against
+target accuracy, one point per scale) are rebuilt from all the jobs' files, so the last job of
+a multirun leaves the whole curve (Dhariwal & Nichol 2021, Fig. 4; Ho & Salimans 2022, Fig. 4).
+One process per job; ``sweep(cfg)`` is importable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .. import config as _config  # noqa: F401  (registers resolvers)
+from ..errors import run_reporting_errors
+
+__all__ = ["sweep", "write_tradeoff", "main"]
+
+
+def _sweep_dir(cfg: DictConfig, sampler: str, guidance: str) -> Path:
+    if cfg.get("sweep_dir"):
+        return Path(cfg.sweep_dir).expanduser().resolve()
+    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run_dir / "guidance_sweep" / f"{guidance}_{sampler}_n{cfg.n}_seed{cfg.seed}"
+
+
+def sweep(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` guided by ``cfg.guidance`` at ``cfg.guidance.scale``; write this
+    scale's JSON and rebuild the trade-off table and plot. Returns this scale's record."""
+    from ..lit.build import load_module
+    from ..metrics.backends import get_backend
+    from ..metrics.naming import metric_name
+    from ..metrics.pipeline import EvalSetup, prepare_evaluation
+    from ..sample import _device, _guidance
+    from ..train import write_json_atomic
+    from ..utils.images import to_uint8
+    from ..utils.progress import track
+    from ..utils.random import per_sample_generators, randn
+    from .labels import labels_for_indices, num_classes_of
+
+    if not cfg.get("guidance"):
+        raise ValueError("the sweep needs guidance=cfg or guidance=classifier (and --multirun guidance.scale=...)")
+    overrides = {"sampler": OmegaConf.to_container(cfg.sampler)} if cfg.get("sampler") else None
+    module = load_module(cfg.ckpt_path, overrides=overrides).to(_device(cfg.device))
+    guidance, name, scale = _guidance(cfg, module)
+    if guidance is None:  # guidance=none: the conditional model itself, scale 0
+        from .base import NoGuidance
+
+        guidance, name, scale = NoGuidance(), "none", 0.0
+    num_classes = num_classes_of(module.net, getattr(guidance, "classifier", None))
+    sampler = module.run_config["sampler"]["_target_"].rsplit(".", 1)[-1]
+    setup = EvalSetup(n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
+                      extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,
+                      reference_n=cfg.reference.n, is_splits=int(cfg.is_splits), classifier_epochs=cfg.classifier.epochs)
+    inputs = prepare_evaluation(module.data_shape, module.run_config["data"], setup, cfg.paths.cache_dir, module.device)
+    if inputs.extractor is None:
+        raise ValueError("the guidance sweep measures image samples; this model's data are points")
+
+    steps = int(cfg.respace) if cfg.get("respace") else None
+    feats, logits, labels, nfe = [], [], [], 0
+    starts = range(0, setup.n, setup.batch_size)
+    for start in track(starts, total=len(starts), description=f"{name} scale {scale:g}", enabled=bool(cfg.progress)):
+        idx = range(start, min(setup.n, start + setup.batch_size))
+        x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in per_sample_generators(setup.seed, idx, stream="x_T")])
+        y = labels_for_indices(idx, cfg.get("y"), num_classes).to(module.device)
+        box = {"nfe": 0}
+        x = module.sample(x_T=x_T.to(module.device), generator=per_sample_generators(setup.seed, idx, stream="steps"),
+                          use_ema=bool(cfg.use_ema), steps=steps, y=y, guidance=guidance,
+                          callback=lambda d: box.__setitem__("nfe", d["nfe"]))
+        nfe = max(nfe, int(box["nfe"]))
+        out = inputs.extractor(to_uint8(x))
+        feats.append(out.features.float().cpu())
+        logits.append(out.logits.float().cpu())
+        labels.append(y.cpu())
+    features, logits_all, y_all = torch.cat(feats), torch.cat(logits), torch.cat(labels)
+
+    backend, space = get_backend(setup.backend), inputs.extractor.space
+    record: dict[str, Any] = {"guidance": name, "scale": scale, "n": setup.n, "nfe": nfe, "sampler": sampler,
+                              "seed": setup.seed, "feature_space": space, "extractor": inputs.extractor.identity,
+                              "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve())}
+    for m in inputs.metrics:
+        key = metric_name(m, setup.n, space)
+        if m == "fid":
+            record[key] = backend.fid(features, inputs.reference)
+        elif m == "kid":
+            record[key] = backend.kid(features, inputs.reference, 100, min(1000, setup.n), setup.seed).mean
+        elif m == "is":
+            record[key] = backend.inception_score(logits_all, min(setup.is_splits, setup.n)).mean
+    if space != "inception":  # the data set's own classifier: its classes are the model's classes
+        record["target_accuracy"] = float((logits_all.argmax(-1) == y_all).float().mean())
+    out_dir = _sweep_dir(cfg, sampler, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / f"scale_{scale:g}.json", record)
+    table = write_tradeoff(out_dir)
+    print(f"{name} scale {scale:g}: " + ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "scale"))
+    print(f"trade-off so far ({len(table)} scales): {out_dir / 'tradeoff.md'}")
+    return record
+
+
+def write_tradeoff(sweep_dir) -> list[dict[str, Any]]:
+    """Collect ``scale_*.json`` under ``sweep_dir`` into ``tradeoff.json``, a markdown table
+    ``tradeoff.md`` and ``tradeoff.png`` (FID vs IS and FID vs target accuracy); returns the rows
+    sorted by scale."""
+    from ..train import write_json_atomic
+
+    sweep_dir = Path(sweep_dir)
+    rows = sorted((json.loads(p.read_text()) for p in sweep_dir.glob("scale_*.json")), key=lambda r: r["scale"])
+    if not rows:
+        return rows
+    metric_keys = [k for k in rows[0] if k.startswith(("fid", "is", "kid")) and isinstance(rows[0][k], (int, float))]
+    if "target_accuracy" in rows[0]:
+        metric_keys.append("target_accuracy")
+    write_json_atomic(sweep_dir / "tradeoff.json", {"rows": rows})
+    head = f"Guidance sweep: {rows[0]['guidance']} guidance, {rows[0]['sampler']} (NFE {rows[0]['nfe']}), n = {rows[0]['n']}, " \
+           f"feature space {rows[0]['feature_space']}\n\n"
+    lines = ["| scale | " + " | ".join(metric_keys) + " |", "|---|" + "---|" * len(metric_keys)]
+    for r in rows:
+        lines.append(f"| {r['scale']:g} | " + " | ".join(_fmt(r.get(k)) for k in metric_keys) + " |")
+    tmp = sweep_dir / "tradeoff.md.tmp"
+    tmp.write_text(head + "\n".join(lines) + "\n")
+    tmp.replace(sweep_dir / "tradeoff.md")
+    _plot(rows, metric_keys, sweep_dir / "tradeoff.png")
+    return rows
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fid = next((k for k in keys if k.startswith("fid")), None)
+    others = [k for k in keys if k != fid and (k.startswith("is") or k == "target_accuracy")]
+    if fid is None or not others:
+        return
+    fig, axes = plt.subplots(1, len(others), figsize=(4.5 * len(others), 4), squeeze=False)
+    for ax, other in zip(axes[0], others):
+        xs, ys = [r.get(other) for r in rows], [r.get(fid) for r in rows]
+        ax.plot(xs, ys, "o-")
+        for r, x, y in zip(rows, xs, ys):
+            ax.annotate(f"{r['scale']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(other)
+        ax.set_ylabel(fid)
+        ax.set_title(f"{rows[0]['guidance']} guidance: {fid} vs {other}")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="guidance_sweep")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_reporting_errors(sweep, cfg)
+
+
+def main() -> None:
+    """``python -m diffzoo.guidance.sweep``."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""``NoisyClassifierModule``: trains the noise-aware classifier ``p_φ(y | x_t, t)`` of classifier guidance.
+
+Dhariwal & Nichol 2021, §4.1 and ``scripts/classifier_train.py``: draw ``t`` uniformly, noise the
+clean batch with the diffusion model's forward process ``x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε``
+(DDPM eq. 4) and minimise the cross-entropy of the labels. Accuracy is logged per range of t
+(``train/acc_t0-249`` …, ``val/acc_t0-249`` …): it must fall from near-perfect at small t to chance
+at t ≈ T, which is what makes the classifier's gradient useful for guidance at every step.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..objectives.base import uniform_timesteps
+from ..schedules.discrete import DiscreteSchedule
+from ..utils.random import GeneratorLike, derive_seed, randn
+from .base import GenerativeModule
+
+__all__ = ["NoisyClassifierModule", "t_bucket_ranges"]
+
+
+def t_bucket_ranges(T: int, n: int) -> list[tuple[int, int]]:
+    """``n`` contiguous index ranges ``[lo, hi]`` covering ``0 … T−1`` (e.g. T=1000, n=4 →
+    (0, 249), (250, 499), (500, 749), (750, 999))."""
+    if not 1 <= n <= T:
+        raise ValueError(f"model.t_buckets must be in [1, {T}] (the schedule's T), got {n}")
+    edges = [round(i * T / n) for i in range(n + 1)]
+    return [(edges[i], edges[i + 1] - 1) for i in range(n)]
+
+
+class NoisyClassifierModule(GenerativeModule):
+    """A classifier of noised data as a LightningModule.
+
+    Args:
+        net: ``net(x_t, t) → logits [B, K]`` (e.g. :class:`~diffzoo.networks.NoisyClassifier`).
+        schedule: the forward process of the diffusion model it will guide (same β table, same T).
+        optimizer: ``optimizer(params)`` (``_partial_``; ADM: AdamW lr 3e-4, weight decay 0.05).
+        lr_scheduler: optional ``lr_scheduler(optimizer)`` stepped every step.
+        objective, sampler: unused (the config slots of :data:`diffzoo.lit.build.PARTS`); must be ``None``.
+        data_shape: shape of one image ``(C, H, W)``.
+        seed: base seed; the noise of step k on rank r is seeded by ``(seed, r, k)`` (exact resume).
+        t_buckets: number of t ranges accuracy is logged for.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: DiscreteSchedule,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable | None = None,
+        objective: nn.Module | None = None,
+        sampler: Callable | None = None,
+        data_shape: tuple[int, ...] | None = None,
+        seed: int = 0,
+        t_buckets: int = 4,
+    ):
+        super().__init__()
+        if objective is not None or sampler is not None:
+            raise ValueError("a noise-aware classifier has no objective or sampler; set objective=null sampler=null")
+        self.net = net
+        self.schedule = schedule
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.ema = None  # ADM's classifier_train.py keeps no EMA
+        self.data_shape = tuple(data_shape) if data_shape is not None else (net.in_channels, net.image_size, net.image_size)
+        self.seed = seed
+        self.buckets = t_bucket_ranges(schedule.T, int(t_buckets))
+        self._preview: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ the model
+    def classify(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, K]`` for noised ``x_t`` ``[B, C, H, W]`` at int64 step indices ``t`` ``[B]``."""
+        return self.net(x_t, self.schedule.timesteps.to(t.device)[t].to(x_t.dtype))
+
+    def noised_logits(self, x0: torch.Tensor, t: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise ``x0`` to ``x_t ~ q(x_t | x_0)`` (DDPM eq. 4) at ``t`` (default ``t ~ U{0, …, T−1}``)
+        and classify it → ``(logits [B, K], t [B])``."""
+        if t is None:
+            t = uniform_timesteps(self.schedule.T, x0.shape[0], x0.device) if generator is None else \
+                torch.randint(0, self.schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
+        return self.classify(self.schedule.q_sample(x0, t, noise), t), t
+
+    def _log_bucket_accuracy(self, stage: str, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        correct = (logits.argmax(-1) == y).float()
+        for lo, hi in self.buckets:
+            mask = (t >= lo) & (t <= hi)
+            if bool(mask.any()):
+                self.log(f"{stage}/acc_t{lo}-{hi}", correct[mask].mean(), on_step=stage == "train",
+                         on_epoch=stage != "train", batch_size=int(mask.sum()))
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x0, y = batch["x"], self._labels(batch)
+        logits, t = self.noised_logits(x0)
+        loss = F.cross_entropy(logits, y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        self._log_bucket_accuracy("train", logits.detach(), y, t)
+        self._preview = x0[:8].detach()
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Held-out accuracy per t range, with noise seeded by ``(seed, "val", batch_idx)``."""
+        x0, y = batch["x"], self._labels(batch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "val", batch_idx))
+        logits, t = self.noised_logits(x0, generator=gen)
+        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=x0.shape[0])
+        self._log_bucket_accuracy("val", logits, y, t)
+
+    @torch.no_grad()
+    def accuracy_by_t(self, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+        """Accuracy on ``x0`` ``[N, C, H, W]`` / ``y`` ``[N]`` noised at t drawn uniformly inside every
+        t range → ``{"t0-249": acc, …}`` (each range sees all N images)."""
+        out = {}
+        for lo, hi in self.buckets:
+            t = torch.randint(lo, hi + 1, (x0.shape[0],), generator=generator).to(x0.device)
+            logits, _ = self.noised_logits(x0, t, generator)
+            out[f"t{lo}-{hi}"] = float((logits.argmax(-1) == y).float().mean())
+        return out
+
+    @staticmethod
+    def _labels(batch: dict) -> torch.Tensor:
+        if "y" not in batch:
+            raise KeyError("a noise-aware classifier needs labelled data ('y'); choose a data set with classes")
+        return batch["y"]
+
+    # ------------------------------------------------------------------ what train.py draws at the end
+    @torch.no_grad()
+    def sample(self, n: int, generator: GeneratorLike = None, callback: Callable | None = None, **_) -> torch.Tensor:
+        """Not a generative model: returns the classifier's *inputs* for the final PNG — the last
+        training images noised along ``n`` evenly spaced steps from t = 0 to T−1 (``[n, C, H, W]``)."""
+        x0 = self._preview if self._preview is not None else torch.zeros(1, *self.data_shape, device=self.device)
+        t = torch.linspace(0, self.schedule.T - 1, n).round().long().to(x0.device)
+        x0 = x0[torch.arange(n, device=x0.device) % x0.shape[0]]
+        gen = generator if isinstance(generator, torch.Generator) else None
+        x_t = self.schedule.q_sample(x0, t, randn(x0.shape, gen, device=x0.device, dtype=x0.dtype))
+        if callback is not None:
+            callback({"nfe": 0})
+        return x_t

@@ -1,0 +1,82 @@
+"""Score SDE class-conditional sampling end to end: a tiny VP SDE model and a tiny time-dependent
+classifier trained by the real ``train()``, then ``diffzoo-sample ... guidance=classifier y=3``."""
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from diffzoo.errors import ConfigError
+from diffzoo.guidance import ClassifierGuidance, ScoreClassifierGuidance, check_guidance_fits, load_classifier_guidance
+from diffzoo.lit.build import build_module, load_module
+from diffzoo.sample import sample
+from diffzoo.train import train
+from tests.helpers import TINY, compose_train, run_cli
+
+
+@pytest.fixture(scope="module")
+def sde_ckpt(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sde_vp_run")
+    train(compose_train(["experiment=sde_vp_digits", *TINY, "net.base_channels=16"], run_dir=run_dir))
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def sde_classifier_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sde_cls_run")
+    train(compose_train(["experiment=sde_classifier_digits", *TINY, "net.base_channels=16", "net.num_head_channels=16"],
+                        run_dir=run_dir))
+    return run_dir
+
+
+def test_classifier_logs_accuracy_per_t_range(sde_classifier_run):
+    header = next(sde_classifier_run.glob("**/metrics.csv")).read_text().splitlines()[0].split(",")
+    assert {"train/acc_t0.00-0.25", "train/acc_t0.75-1.00", "train/loss"} <= set(header)
+
+
+def test_sample_cli_with_a_time_dependent_classifier_and_one_class(sde_ckpt, sde_classifier_run, tmp_path):
+    cls_ckpt = sde_classifier_run / "checkpoints" / "last.ckpt"
+    proc = run_cli("diffzoo.sample", [f"ckpt_path={sde_ckpt}", "n=3", "y=3", "respace=5", f"out={tmp_path / 's'}",
+                                      "guidance=classifier", f"guidance.classifier_ckpt={cls_ckpt}", "guidance.scale=1"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    npz = np.load(tmp_path / "s" / "samples.npz")
+    assert npz["y"].tolist() == [3, 3, 3] and npz["images"].shape == (3, 8, 8, 1)
+    assert "guidance: classifier" in proc.stdout and "nfe: 5" in proc.stdout
+
+
+def test_guidance_changes_the_samples_and_scale_zero_does_not(sde_ckpt, sde_classifier_run, tmp_path):
+    cls_ckpt = str(sde_classifier_run / "checkpoints" / "last.ckpt")
+    base = {"ckpt_path": str(sde_ckpt), "n": 2, "seed": 0, "batch_size": 2, "use_ema": True, "respace": 4,
+            "device": "cpu", "y": 3}
+    g = {"_target_": "diffzoo.guidance.load_classifier_guidance", "classifier_ckpt": cls_ckpt, "form": "eps", "variance": None}
+    plain = np.load(sample(OmegaConf.create({**base, "out": str(tmp_path / "p")}))["npz"])["images"]
+    zero = sample(OmegaConf.create({**base, "out": str(tmp_path / "z"), "guidance": {**g, "scale": 0.0}}))
+    big = sample(OmegaConf.create({**base, "out": str(tmp_path / "b"), "guidance": {**g, "scale": 50.0}}))
+    assert zero["guidance"] == "classifier" and zero["nfe"] == 4
+    assert np.array_equal(np.load(zero["npz"])["images"], plain)
+    assert not np.array_equal(np.load(big["npz"])["images"], plain)
+
+
+def test_a_discrete_classifier_still_gives_adm_guidance(tmp_path):
+    run_dir = tmp_path / "adm_cls"
+    train(compose_train(["experiment=adm_classifier_digits", *TINY, "trainer.max_steps=1", "net.base_channels=16",
+                         "net.num_head_channels=16"], run_dir=run_dir))
+    guidance = load_classifier_guidance(str(run_dir / "checkpoints" / "last.ckpt"), scale=2.0, form="mean")
+    assert isinstance(guidance, ClassifierGuidance) and (guidance.scale, guidance.form, guidance.variance) == (2.0, "mean", "fixedlarge")
+
+
+def test_guidance_and_model_mismatches_name_the_fix(sde_ckpt, sde_classifier_run):
+    score_model = load_module(sde_ckpt)
+    guidance = load_classifier_guidance(str(sde_classifier_run / "checkpoints" / "last.ckpt"))
+    assert isinstance(guidance, ScoreClassifierGuidance) and guidance.classifier.num_classes == 10
+    check_guidance_fits(guidance, score_model)
+    ddpm = build_module(compose_train(["experiment=ddpm_digits", "net.base_channels=16"]), (1, 8, 8))
+    with pytest.raises(ConfigError, match="adm_classifier"):
+        check_guidance_fits(guidance, ddpm)
+    with pytest.raises(ConfigError, match="sde_classifier"):
+        check_guidance_fits(ClassifierGuidance(grad_fn=lambda x, t, y: torch.zeros_like(x)), score_model)
+    with pytest.raises(ValueError, match="guidance.form=eps"):
+        load_classifier_guidance(str(sde_classifier_run / "checkpoints" / "last.ckpt"), form="mean")
+    with pytest.raises(Exception, match="not a noise-aware classifier"):
+        load_classifier_guidance(str(sde_ckpt))
