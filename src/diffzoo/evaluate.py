@@ -2,11 +2,16 @@
 
     diffzoo-eval ckpt_path=runs/ddpm_digits/.../checkpoints/last.ckpt n=2000 sample_steps=100
     diffzoo-eval ckpt_path=... n=50000 metrics=[fid,is] devices=8          # → fid50k, is50k
+    diffzoo-eval ckpt_path=<score SDE run>/last.ckpt metrics=[nll_ode] nll.n=256   # → nll_ode_val256 (bits/dim)
+    diffzoo-eval ckpt_path=<DDPM run>/last.ckpt metrics=[nll_vlb,fid]              # the discrete variational bound
     torchrun --nproc_per_node=8 -m diffzoo.evaluate ckpt_path=... n=50000 devices=8
 
 Sample ``i`` depends only on ``(seed, i)`` (the scheme of ``diffzoo-sample``), each process draws
 whole global batches of indices, features are gathered and counted, so 1 or 8 processes give the
-same samples and the same numbers. Writes ``metrics.json`` (atomically) and a grid PNG to
+same samples and the same numbers. Discrete-time models (``DiffusionModule``) and score models
+(``ScoreModule``: SDE with ``sampler=pc|ode``, σ ladder with ``sampler=annealed_langevin``) both
+work; ``sample_steps`` is each one's "fewer steps" knob and every record carries the NFE.
+Writes ``metrics.json`` (atomically) and a grid PNG to
 ``<run_dir>/eval/<sampler>_steps<k>_n<n>_seed<s>_<ema|raw>/`` (or ``out=``) and prints a summary.
 ``evaluate(cfg)`` is importable; ``main`` only decorates it.
 """
@@ -39,6 +44,12 @@ def _validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    from .metrics.likelihood_eval import LikelihoodSetup
+
+    try:
+        LikelihoodSetup(**OmegaConf.to_container(cfg.nll, resolve=True))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
     unknown = [m for m in cfg.metrics if m not in METRICS]
     if unknown or not cfg.metrics:
         raise ConfigError(f"metrics={list(cfg.metrics)}: {unknown or 'empty'}; choose from {list(METRICS)}")
@@ -74,7 +85,10 @@ def _out_dir(cfg: DictConfig, info: dict) -> Path:
     ckpt = Path(cfg.ckpt_path).expanduser().resolve()
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     weights = "ema" if cfg.use_ema else "raw"
-    return run_dir / "eval" / f"{info['sampler']}_steps{info['steps']}_n{cfg.n}_seed{cfg.seed}_{weights}"
+    if not info.get("sampled", True):  # likelihood metrics only: no sampler involved
+        return run_dir / "eval" / f"nll_{cfg.nll.split}_n{cfg.nll.n}_seed{cfg.seed}_{weights}"
+    steps = "adaptive" if info["steps"] is None else info["steps"]
+    return run_dir / "eval" / f"{info['sampler']}_steps{steps}_n{cfg.n}_seed{cfg.seed}_{weights}"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -99,6 +113,8 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
 
     from .lit.build import load_module
     from .metrics.distributed import rank_and_world_size
+    from .metrics.naming import LIKELIHOOD_METRICS
+    from .metrics.likelihood_eval import LikelihoodSetup
     from .metrics.pipeline import EvalSetup, run_evaluation
     from .train import write_json_atomic
     from .utils.images import save_samples_figure
@@ -110,6 +126,8 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
         from hydra.utils import instantiate
 
         module.sampler = instantiate(cfg.sampler)
+        if hasattr(module, "check_sampler"):  # a score model says which samplers fit its forward process
+            module.check_sampler(module.sampler)
         module.run_config = {**module.run_config, "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
     setup = EvalSetup(
         n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
@@ -117,11 +135,13 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
         reference_n=cfg.reference.n, kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size),
         is_splits=int(cfg.is_splits), shard=cfg.shard, swd_projections=int(cfg.toy.swd_projections),
         mmd_bandwidth=float(cfg.toy.mmd_bandwidth), classifier_epochs=cfg.classifier.epochs, gather_images=bool(cfg.save_samples), progress=bool(cfg.progress) and rank == 0,
+        likelihood=LikelihoodSetup(**OmegaConf.to_container(cfg.nll, resolve=True)),
     )
     result = run_evaluation(module, module.run_config["data"], setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None))
+    result.info["sampled"] = any(r.metric not in LIKELIHOOD_METRICS for r in result.records)
     summary: dict[str, Any] = {
         **result.values(),
-        "n": result.n, "nfe": result.nfe, "sampler": result.info["sampler"], "steps": result.info["steps"],
+        "n": result.n, "nfe": result.nfe, "sampler": result.info["sampler"], "steps": result.info["steps"], "sampled": result.info["sampled"],
         "weights": "ema" if setup.use_ema else "raw", "seed": setup.seed, "world_size": world_size,
         "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "step": getattr(module, "global_step_loaded", None),
         "records": [r.as_dict() for r in result.records],
@@ -141,8 +161,12 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict, records) -> None:
-    lines = [f"diffzoo-eval: {summary['n']} samples ({summary['sampler']}, NFE {summary['nfe']}, {summary['weights']} weights, "
-             f"seed {summary['seed']}, {summary['world_size']} process(es))"]
+    if summary["sampled"]:
+        lines = [f"diffzoo-eval: {summary['n']} samples ({summary['sampler']}, NFE {summary['nfe']}, {summary['weights']} weights, "
+                 f"seed {summary['seed']}, {summary['world_size']} process(es))"]
+    else:
+        lines = [f"diffzoo-eval: likelihood of held-out data ({summary['weights']} weights, seed {summary['seed']}, "
+                 f"{summary['world_size']} process(es))"]
     for r in records:
         spread = f" ± {r.std:.4g}" if r.std is not None else ""
         ref = f"  [ref {r.reference.get('split')} n={r.reference.get('n')} hash={r.reference.get('hash')}]" if r.reference.get("hash") else ""

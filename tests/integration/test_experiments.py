@@ -7,7 +7,7 @@ import pytest
 from hydra.utils import instantiate
 
 from diffzoo.train import train
-from diffzoo.data.synthetic import write_fake_cifar10, write_fake_fashion_mnist
+from diffzoo.data.synthetic import write_fake_cifar10, write_fake_fashion_mnist, write_fake_image_folder
 from tests.helpers import EXPERIMENTS, compose_train
 
 
@@ -16,7 +16,18 @@ def fake_data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_fake_cifar10(root)
     write_fake_fashion_mnist(root)
+    write_fake_image_folder(root)
     return root
+
+
+# Paper-size ImageNet models (0.3-0.4B parameters, 64-128 px) take minutes and many GiB for one
+# CPU step: the fast suite runs their pipeline with a narrow, shallow net of the same layout;
+# the slow full-batch test below runs them as configured.
+SHRINK = {
+    "adm_imagenet64": ["net.base_channels=32", "net.num_res_blocks=1", "net.num_head_channels=32"],
+    "adm_imagenet128": ["net.base_channels=32", "net.num_res_blocks=1", "net.num_head_channels=32"],
+    "adm_classifier_imagenet128": ["net.base_channels=32", "net.num_res_blocks=1", "net.num_head_channels=32"],
+}
 
 
 def test_every_paper_experiment_is_listed():
@@ -52,7 +63,7 @@ def _fast_dev_run(experiment, run_dir, data_dir, extra=()):
 def test_experiment_fast_dev_run(experiment, tmp_path, fake_data_dir):
     """One step of every experiment as configured, with a batch of 8 (the paper-size nets make
     a full batch take minutes on a CPU; ``test_experiment_fast_dev_run_full_batch`` runs it)."""
-    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir, ["data.batch_size=8"])
+    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir, ["data.batch_size=8", *SHRINK.get(experiment, [])])
 
 
 @pytest.mark.slow

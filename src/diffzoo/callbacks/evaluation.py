@@ -10,6 +10,7 @@ from typing import Sequence
 import lightning as L
 import torch
 
+from ..metrics.likelihood_eval import LikelihoodSetup
 from ..metrics.naming import MetricRecord
 from ..metrics.pipeline import EvalInputs, EvalResult, EvalSetup, prepare_evaluation, run_evaluation
 
@@ -17,12 +18,15 @@ __all__ = ["Evaluation"]
 
 FAST_DEV_RUN_N = 16  # fast_dev_run checks the wiring: few samples, few steps
 FAST_DEV_RUN_STEPS = 5
+FAST_DEV_RUN_NLL_N = 4
 
 
 class Evaluation(L.Callback):
     """Every ``every_n_steps`` optimizer steps and when training ends, draw ``n`` samples with the
     EMA weights — every rank its share of the global indices, features gathered (see
     :mod:`diffzoo.metrics.distributed`) — and compute ``metrics`` against the training data.
+    Works for discrete-time models and score models (SDE or σ ladder) alike; ``nll_ode`` /
+    ``nll_vlb`` add the held-out likelihood (:mod:`diffzoo.metrics.likelihood_eval`).
 
     Values are logged as ``eval/<name>`` (e.g. ``eval/fid_digits1k``) to every logger and put in
     ``trainer.callback_metrics`` (so the run's closing summary and ``metrics.json`` show them);
@@ -34,8 +38,10 @@ class Evaluation(L.Callback):
         at_train_end: also evaluate when training ends (unless that step was just evaluated).
         n, metrics, seed, batch_size, sample_steps, extractor, backend, reference_split,
             reference_n, kid_subsets, kid_subset_size, is_splits, use_ema, classifier_epochs: see
-            :class:`~diffzoo.metrics.pipeline.EvalSetup`; ``sample_steps`` respaces the sampler
-            (Improved DDPM §4) — a 1000-step sampler is slow on a CPU.
+            :class:`~diffzoo.metrics.pipeline.EvalSetup`; ``sample_steps`` is the module's "fewer
+            steps" knob (a respaced schedule, Improved DDPM §4; an SDE's N; a Langevin budget) — a
+            1000-step sampler is slow on a CPU.
+        nll: options of the likelihood metrics (:class:`~diffzoo.metrics.likelihood_eval.LikelihoodSetup`).
         cache_dir: where classifiers / reference statistics are cached (default: the run
             config's ``paths.cache_dir``).
         dirpath: output folder (default ``<run_dir>/eval``).
@@ -59,6 +65,7 @@ class Evaluation(L.Callback):
         is_splits: int = 10,
         use_ema: bool = True,
         classifier_epochs: int | None = None,
+        nll: dict | None = None,
         cache_dir: str | None = None,
         dirpath: str | None = None,
     ):
@@ -69,7 +76,7 @@ class Evaluation(L.Callback):
         self.setup_args = dict(n=n, metrics=tuple(metrics) if metrics else None, seed=seed, batch_size=batch_size, sample_steps=sample_steps,
                                extractor=extractor, backend=backend, reference_split=reference_split, reference_n=reference_n,
                                kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits, use_ema=use_ema,
-                               classifier_epochs=classifier_epochs)
+                               classifier_epochs=classifier_epochs, likelihood=LikelihoodSetup(**dict(nll or {})))
         EvalSetup(**self.setup_args)  # validate now, not after hours of training
         self.cache_dir = cache_dir
         self.dirpath = dirpath
@@ -127,6 +134,9 @@ class Evaluation(L.Callback):
         if trainer.fast_dev_run:
             args["n"] = min(args["n"], FAST_DEV_RUN_N)
             args["sample_steps"] = min(args["sample_steps"] or FAST_DEV_RUN_STEPS, FAST_DEV_RUN_STEPS)
+            nll = args["likelihood"]
+            args["likelihood"] = LikelihoodSetup(**{**nll.__dict__, "n": min(nll.n or FAST_DEV_RUN_NLL_N, FAST_DEV_RUN_NLL_N),
+                                                    "steps": min(nll.steps or FAST_DEV_RUN_STEPS, FAST_DEV_RUN_STEPS)})
         return EvalSetup(**args)
 
     @torch.no_grad()

@@ -1,5 +1,6 @@
 """Synthetic stand-ins for downloadable data sets, written in their real on-disk formats so that
-the real loaders read them (CIFAR-10 python batches; Fashion-MNIST IDX files, gzipped).
+the real loaders read them (CIFAR-10 python batches; Fashion-MNIST IDX files, gzipped; a folder
+of PNGs with one sub-folder per class, as ImageNet is usually unpacked).
 
 They hold random images: they exercise a pipeline end to end (tests, ``SMOKE=1`` runs) where the
 real data cannot be downloaded, and must never be mistaken for data.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_fake_cifar10", "write_fake_fashion_mnist"]
+__all__ = ["write_fake_cifar10", "write_fake_fashion_mnist", "write_fake_image_folder"]
 
 
 def write_fake_cifar10(root: Path, per_batch: int = 32, seed: int = 0) -> Path:
@@ -47,4 +48,17 @@ def write_fake_fashion_mnist(root: Path, n_train: int = 256, n_test: int = 16, s
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, size=n, dtype=np.uint8))
+    return root
+
+
+def write_fake_image_folder(root: Path, classes: int = 2, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
+    """``<root>/images/class_<k>/<i>.png``: random RGB images, one sub-folder per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        folder = root / "images" / f"class_{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return root

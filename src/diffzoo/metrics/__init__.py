@@ -12,6 +12,7 @@ from .pipeline import EvalResult, EvalSetup, run_evaluation
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
+from .likelihood_eval import LikelihoodSetup, likelihood_records
 from .ode_nll import ODENLL, ode_nll, ode_nll_of_checkpoint
 from .vlb import VLBBitsPerDim, vlb_bits_per_dim
 
@@ -49,6 +50,8 @@ __all__ = [
     "sliced_wasserstein",
     "mmd_rbf",
     "mean_log_likelihood",
+    "LikelihoodSetup",
+    "likelihood_records",
     "ODENLL",
     "ode_nll",
     "ode_nll_of_checkpoint",

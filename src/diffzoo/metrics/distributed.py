@@ -158,23 +158,34 @@ def draw_samples(
     schedule=None,
     mode: str = "contiguous",
     progress: bool = False,
+    steps: int | None = None,
 ) -> Iterator[SampleBatch]:
-    """Yield this process's batches of samples from ``module`` (a ``DiffusionModule``).
+    """Yield this process's batches of samples from ``module`` (a ``DiffusionModule`` or a
+    ``ScoreModule``: anything with ``sample(x_T=…, generator=…, use_ema=…, schedule=…, steps=…,
+    callback=…)`` and ``data_shape``).
 
-    Sample ``i`` starts from ``x_T`` drawn by generator ``(seed, "x_T", i)`` and the sampler draws
-    its later noise from generator ``(seed, "steps", i)`` — exactly as ``diffzoo-sample`` does, so
-    sample ``i`` here equals sample ``i`` there. ``schedule`` replaces the training schedule
-    (e.g. a respaced one). The training RNG state is left untouched.
+    Sample ``i`` starts from ``x_T`` drawn by generator ``(seed, "x_T", i)`` — N(0, I), or the
+    module's own prior (``prior_sample``: VE's N(0, σ_max² I), NCSN's uniform start) — and the
+    sampler draws its later noise from generator ``(seed, "steps", i)``, exactly as
+    ``diffzoo-sample`` does, so sample ``i`` here equals sample ``i`` there. ``schedule``
+    replaces the training schedule (e.g. a respaced one); ``steps`` is the module's "fewer
+    steps" knob (respacing, SDE discretisation, Langevin budget). The training RNG state is left
+    untouched.
     """
     from ..utils.progress import track
 
     rank, world_size = rank_and_world_size()
     batches = shard_batches(n, batch_size, rank, world_size, mode)
     for idx in track(batches, total=len(batches), description=f"sampling (rank {rank})", enabled=progress):
-        x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in per_sample_generators(seed, idx, stream="x_T")])
+        x_gens = per_sample_generators(seed, idx, stream="x_T")
+        if hasattr(module, "prior_sample"):
+            x_T = module.prior_sample(len(x_gens), x_gens)
+        else:
+            x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in x_gens])
         gens = per_sample_generators(seed, idx, stream="steps")
         box = {"nfe": 0}
+        extra = {"steps": steps} if steps is not None else {}
         with torch.random.fork_rng(devices=[]):
             x = module.sample(x_T=x_T.to(module.device), generator=gens, use_ema=use_ema, schedule=schedule,
-                              callback=lambda d: box.__setitem__("nfe", d["nfe"]))
+                              callback=lambda d: box.__setitem__("nfe", d["nfe"]), **extra)
         yield SampleBatch(torch.as_tensor(list(idx), dtype=torch.long), x, int(box["nfe"]))

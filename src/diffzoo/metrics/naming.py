@@ -2,7 +2,8 @@
 
 A name says what was measured, in which feature space and on how many samples:
 ``fid50k`` (Inception, exactly 50 000 samples), ``fid10k``, ``kid10k``, ``is50k``,
-``fid_digits2k`` (the digits classifier's feature space, 2000 samples), ``swd1k`` (toy data).
+``fid_digits2k`` (the digits classifier's feature space, 2000 samples), ``swd1k`` (toy data),
+``nll_ode_val256`` (bits/dim of 256 held-out ``val`` images: the split takes the space's place).
 The count is the exact number of generated samples — written ``<k>k`` only when it is a whole
 number of thousands — so a number from fewer than 50 000 samples can never be called ``fid50k``.
 Everything else that changes the number (sampler, NFE, η, guidance scale, EMA or raw weights,
@@ -14,11 +15,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["IMAGE_METRICS", "TOY_METRICS", "METRICS", "INCEPTION_SPACE", "sample_count_tag", "metric_name", "MetricRecord", "check_metrics"]
+__all__ = ["IMAGE_METRICS", "TOY_METRICS", "LIKELIHOOD_METRICS", "METRICS", "INCEPTION_SPACE", "sample_count_tag", "metric_name", "MetricRecord", "check_metrics"]
 
 IMAGE_METRICS = ("fid", "kid", "is")  # need a feature extractor
 TOY_METRICS = ("swd", "mmd", "loglik")  # 2-D data: sliced Wasserstein, MMD, exact log-likelihood
-METRICS = IMAGE_METRICS + TOY_METRICS
+LIKELIHOOD_METRICS = ("nll_ode", "nll_vlb")  # held-out images, bits/dim: probability-flow ODE | variational bound
+METRICS = IMAGE_METRICS + TOY_METRICS + LIKELIHOOD_METRICS
 INCEPTION_SPACE = "inception"  # the standard space: its names carry no space tag (fid50k)
 
 
@@ -54,7 +56,8 @@ class MetricRecord:
     Attributes:
         name: the full name (``fid_digits2k``); ``value`` its value, ``std`` a spread if defined
             (KID / IS over subsets / splits).
-        metric: ``fid`` | ``kid`` | ``is`` | ``swd`` | ``mmd`` | ``loglik``; ``n``: generated samples.
+        metric: ``fid`` | ``kid`` | ``is`` | ``swd`` | ``mmd`` | ``loglik`` | ``nll_ode`` | ``nll_vlb``;
+            ``n``: generated samples (scored data examples for ``nll_*``).
         feature_space: ``inception``, a classifier's data set (``digits``), or ``None`` (toy data).
         extractor: identity of the feature extractor (weights file / hash); ``backend``: who computed it.
         sampler, nfe, eta, guidance_scale, weights: how the samples were drawn (``weights``:

@@ -14,11 +14,12 @@ from .backends import BACKENDS, get_backend
 from .data import SPLITS, instantiate_datamodule, load_split
 from .distributed import SHARD_MODES, all_reduce_max, draw_samples, gather_by_index, rank_zero_first
 from .features import EXTRACTOR_KINDS, FeatureExtractor, make_extractor
-from .naming import IMAGE_METRICS, METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
+from .likelihood_eval import LikelihoodSetup, likelihood_records
+from .naming import IMAGE_METRICS, LIKELIHOOD_METRICS, METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
-__all__ = ["EvalSetup", "EvalInputs", "EvalResult", "default_metrics", "sampler_info", "prepare_evaluation", "run_evaluation"]
+__all__ = ["EvalSetup", "EvalInputs", "EvalResult", "default_metrics", "sampler_info", "sampling_steps", "prepare_evaluation", "run_evaluation"]
 
 
 @dataclass
@@ -26,10 +27,12 @@ class EvalSetup:
     """What to measure and how to sample (the knobs of ``diffzoo-eval`` / the callback).
 
     ``n`` samples, seeded per global index by ``seed``, drawn ``batch_size`` at a time with the
-    EMA (or raw) weights, the sampler respaced to ``sample_steps`` if given. Image metrics use
-    the ``extractor`` (auto | inception | classifier) and compare with the first
+    EMA (or raw) weights, with ``sample_steps`` steps if given (the module's ``sample(steps=…)``:
+    a respaced discrete schedule, an SDE discretised with N steps, a Langevin budget). Image
+    metrics use the ``extractor`` (auto | inception | classifier) and compare with the first
     ``reference_n`` (all: ``None``) images of ``reference_split``; toy metrics compare with the
-    held-out split. ``gather_images`` also collects the uint8 samples (to save or compare).
+    held-out split; likelihood metrics (``nll_ode`` / ``nll_vlb``) score held-out images as
+    ``likelihood`` says. ``gather_images`` also collects the uint8 samples (to save or compare).
     """
 
     n: int
@@ -52,6 +55,7 @@ class EvalSetup:
     keep_preview: int = 64
     gather_images: bool = False
     progress: bool = False
+    likelihood: LikelihoodSetup = field(default_factory=LikelihoodSetup)
 
     def __post_init__(self):
         if self.n < 2 or self.batch_size < 1:
@@ -88,25 +92,31 @@ class EvalResult:
         return out
 
 
-def sampler_info(module, schedule=None) -> dict[str, Any]:
-    """Sampler name, η and guidance scale from the module's run config (``None`` where absent)."""
+def sampling_steps(module, steps: int | None = None) -> int | None:
+    """The steps a ``module.sample(steps=steps)`` call walks: the module's own answer where it
+    has one (``ScoreModule.sampling_steps``: SDE N, Langevin updates, ``None`` for the adaptive
+    ODE); for a discrete schedule, a sampler's own sub-sequence (DDIM ``steps``) or the
+    schedule respaced to ``steps`` (``T`` when ``None``)."""
+    if hasattr(module, "sampling_steps"):
+        return module.sampling_steps(steps)
+    own = ((module.run_config or {}).get("sampler") or {}).get("steps")
+    T = module.schedule.T
+    return int(own) if own else (min(int(steps), T) if steps else T)
+
+
+def sampler_info(module, steps: int | None = None) -> dict[str, Any]:
+    """Sampler name, η, guidance scale (``None`` where absent) from the module's run config, and
+    the steps walked with the ``steps`` knob (:func:`sampling_steps`)."""
     cfg = module.run_config or {}
     sampler_cfg = cfg.get("sampler") or {}
     guidance = cfg.get("guidance") or {}
     return {
         "sampler": str(sampler_cfg.get("_target_", type(module.sampler).__name__)).rsplit(".", 1)[-1],
         "eta": sampler_cfg.get("eta"),
+        "sigma_hat": bool(sampler_cfg.get("sigma_hat", False)),
         "guidance_scale": guidance.get("scale", guidance.get("guidance_scale")) if isinstance(guidance, Mapping) else None,
-        "steps": int(sampler_cfg.get("steps") or (schedule or module.schedule).T),  # a sampler's own sub-sequence, else the schedule's
+        "steps": sampling_steps(module, steps),
     }
-
-
-def _schedule(module, steps: int | None):
-    if not steps or steps >= module.schedule.T:
-        return None
-    from ..schedules import spaced_timesteps
-
-    return module.schedule.respace(spaced_timesteps(module.schedule.T, int(steps), "even"))
 
 
 def _cat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -128,7 +138,8 @@ class EvalInputs:
 
 
 def default_metrics(images_data: bool, datamodule) -> tuple[str, ...]:
-    """``(fid, kid)`` for images; ``(swd, mmd)`` for points, plus ``loglik`` if the density is known."""
+    """``(fid, kid)`` for images; ``(swd, mmd)`` for points, plus ``loglik`` if the density is known
+    (likelihood metrics are opt-in: they cost one ODE solve or T network calls per batch)."""
     if images_data:
         return ("fid", "kid")
     has_density = hasattr(getattr(datamodule, "distribution", None), "log_prob")
@@ -141,10 +152,10 @@ def prepare_evaluation(data_shape, data_cfg: Mapping[str, Any], setup: EvalSetup
     Every process must call it; rank 0 fills the caches first."""
     images_data = len(data_shape) == 3
     dm = datamodule if datamodule is not None else instantiate_datamodule(data_cfg)
-    allowed = IMAGE_METRICS if images_data else TOY_METRICS
+    allowed = IMAGE_METRICS + LIKELIHOOD_METRICS if images_data else TOY_METRICS
     metrics = check_metrics(setup.metrics or default_metrics(images_data, dm), allowed, "image data" if images_data else "point data")
     inputs = EvalInputs(datamodule=dm, metrics=metrics)
-    if images_data:
+    if images_data and set(IMAGE_METRICS) & set(metrics):
         inputs.extractor = rank_zero_first(lambda: make_extractor(setup.extractor, data_cfg, tuple(data_shape), dm.num_classes is not None,
                                                                   cache_dir, device=device, epochs=setup.classifier_epochs))
         if {"fid", "kid"} & set(metrics):
@@ -155,18 +166,30 @@ def prepare_evaluation(data_shape, data_cfg: Mapping[str, Any], setup: EvalSetup
 
 def run_evaluation(module, data_cfg: Mapping[str, Any], setup: EvalSetup, cache_dir, datamodule=None, step: int | None = None,
                    inputs: EvalInputs | None = None) -> EvalResult:
-    """Evaluate ``module`` (a ``DiffusionModule``) against the data of ``data_cfg`` as ``setup``
-    says (``inputs``: from :func:`prepare_evaluation`, else prepared here). Every process of the
-    default process group must call it; each draws its share of the ``N`` samples and all get
-    the same records back."""
+    """Evaluate ``module`` (a ``DiffusionModule`` or a ``ScoreModule``) against the data of
+    ``data_cfg`` as ``setup`` says (``inputs``: from :func:`prepare_evaluation`, else prepared
+    here). Every process of the default process group must call it; each draws its share of the
+    ``N`` samples (and scores its share of the held-out examples for likelihood metrics) and all
+    get the same records back. With only likelihood metrics nothing is sampled (``nfe`` 0)."""
     if inputs is None:
         inputs = prepare_evaluation(module.data_shape, data_cfg, setup, cache_dir, module.device, datamodule)
-    images_data, extractor = inputs.extractor is not None, inputs.extractor
-    schedule = _schedule(module, setup.sample_steps)
-    info = sampler_info(module, schedule)
+    info = sampler_info(module, setup.sample_steps)
+    sample_metrics = tuple(m for m in inputs.metrics if m not in LIKELIHOOD_METRICS)
+    records, nfe, preview, all_images = [], 0, torch.empty(0, *module.data_shape), None
+    if sample_metrics:
+        records, nfe, preview, all_images = _sample_records(module, setup, inputs, sample_metrics, info, step)
+    common = dict(seed=setup.seed, use_ema=setup.use_ema, step=step, shard=setup.shard, progress=setup.progress)
+    records += likelihood_records(module, inputs.metrics, inputs.datamodule, setup.likelihood, **common)
+    return EvalResult(records=records, n=setup.n, nfe=nfe, preview=preview, images=all_images, info=info)
 
+
+def _sample_records(module, setup: EvalSetup, inputs: EvalInputs, metrics: tuple[str, ...], info: dict, step):
+    """Draw this process's samples, extract / gather what the sample metrics need and compute them."""
+    images_data, extractor = inputs.extractor is not None, inputs.extractor
     rows, logits, indices, previews, images, nfe = [], [], [], [], [], 0
-    for batch in draw_samples(module, setup.n, setup.seed, setup.batch_size, setup.use_ema, schedule, setup.shard, setup.progress):
+    batches = draw_samples(module, setup.n, setup.seed, setup.batch_size, setup.use_ema, mode=setup.shard, progress=setup.progress,
+                           steps=setup.sample_steps)
+    for batch in batches:
         nfe = max(nfe, batch.nfe)
         indices.append(batch.indices)
         previews.append(batch.x[batch.indices < setup.keep_preview].float().cpu())
@@ -185,21 +208,21 @@ def run_evaluation(module, data_cfg: Mapping[str, Any], setup: EvalSetup, cache_
                   sampler=info["sampler"], eta=info["eta"], guidance_scale=info["guidance_scale"])
     gathered = gather_by_index(_cat(rows, torch.float32), idx, setup.n)
     if images_data:
-        all_logits = gather_by_index(_cat(logits, torch.float32), idx, setup.n) if "is" in inputs.metrics else None
-        records = _image_records(inputs, gathered, all_logits, setup, common)
+        all_logits = gather_by_index(_cat(logits, torch.float32), idx, setup.n) if "is" in metrics else None
+        records = _image_records(inputs, metrics, gathered, all_logits, setup, common)
     else:
-        records = _toy_records(inputs, gathered, setup, common)
+        records = _toy_records(inputs, metrics, gathered, setup, common)
     all_images = gather_by_index(_cat(images, torch.uint8), idx, setup.n) if images_data and setup.gather_images else None
     preview = torch.cat(previews) if previews else torch.empty(0, *module.data_shape)
-    return EvalResult(records=records, n=setup.n, nfe=nfe, preview=preview, images=all_images, info=info)
+    return records, nfe, preview, all_images
 
 
-def _image_records(inputs: EvalInputs, features, logits, setup: EvalSetup, common) -> list[MetricRecord]:
+def _image_records(inputs: EvalInputs, metrics, features, logits, setup: EvalSetup, common) -> list[MetricRecord]:
     backend = get_backend(setup.backend)
     space, ref = inputs.extractor.space, inputs.reference
     base = dict(common, feature_space=space, extractor=inputs.extractor.identity, backend=backend.name)
     records = []
-    for m in inputs.metrics:
+    for m in metrics:
         name = metric_name(m, setup.n, space)
         if m == "fid":
             records.append(MetricRecord(name=name, value=backend.fid(features, ref), metric=m, reference=ref.describe(), **base))
@@ -215,8 +238,8 @@ def _image_records(inputs: EvalInputs, features, logits, setup: EvalSetup, commo
     return records
 
 
-def _toy_records(inputs: EvalInputs, points, setup: EvalSetup, common) -> list[MetricRecord]:
-    records, dm, metrics = [], inputs.datamodule, inputs.metrics
+def _toy_records(inputs: EvalInputs, metrics, points, setup: EvalSetup, common) -> list[MetricRecord]:
+    records, dm = [], inputs.datamodule
     held_out = load_split(dm, "val").x if {"swd", "mmd"} & set(metrics) else None
     ref = {"split": "val", "n": None if held_out is None else int(held_out.shape[0])}
     for m in metrics:

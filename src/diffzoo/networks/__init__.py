@@ -3,15 +3,20 @@
 from .embeddings import GaussianFourierEmbedding, sinusoidal_embedding
 from .mlp import TimeMLP
 from .ncsn import CondInstanceNorm2dPlus, NCSNMLP, NCSNRefineNet
+from .ncsnpp import NCSNpp
+from .classifier import AttentionPool2d, NoisyClassifier
 from .unet import AttentionBlock, ResBlock, UNet
 
 __all__ = [
     "UNet",
+    "NoisyClassifier",
+    "AttentionPool2d",
     "ResBlock",
     "AttentionBlock",
     "TimeMLP",
     "NCSNMLP",
     "NCSNRefineNet",
+    "NCSNpp",
     "CondInstanceNorm2dPlus",
     "sinusoidal_embedding",
     "GaussianFourierEmbedding",

@@ -1,0 +1,232 @@
+"""DDIM Table 1 for any ε-trained checkpoint: sample quality over steps S × η (and the σ̂ row).
+
+    python -m diffzoo.ddim_table ckpt_path=runs/ddpm_digits/.../checkpoints/last.ckpt n=1000
+    python -m diffzoo.ddim_table ckpt_path=... steps=[10,50] etas=[0.0,1.0] sigma_hat=false metrics=[fid,kid]
+
+Every cell samples the checkpoint (EMA weights by default) with :func:`diffzoo.samplers.ddim`
+over a sub-sequence of ``S`` steps (DDIM §4.2, ``skip=uniform|quad``) at ``σ_t(η)`` (DDIM eq. 16),
+or with DDPM's larger variance on the sub-sequence for the σ̂ row (Table 1), and computes the
+metrics in the data set's feature space (Inception for RGB images of ≥ 32 px, the data set's own
+classifier for digits / Fashion-MNIST: :mod:`diffzoo.metrics.features`). Sample ``i`` of every
+cell starts from the same noise: generator ``(seed, "x_T", i)``, later draws from
+``(seed, "steps", i)`` (:func:`diffzoo.metrics.distributed.draw_samples`), so cells differ only
+by the sampler and the numbers do not depend on ``batch_size``.
+
+Writes to ``<run_dir>/ddim_table/<n>_seed<s>_<ema|raw>/`` (or ``out=``): ``table.md`` (rows η / σ̂,
+columns S, as DDIM Table 1, plus the NFE of every cell), ``table.json`` (every cell with its
+records) and ``<metric>_vs_nfe.png`` (one line per row, NFE on a log x axis).
+``ddim_table(cfg)`` is importable; ``main`` only decorates it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from . import config as _config  # noqa: F401  (registers resolvers)
+from .errors import ConfigError, run_reporting_errors
+
+__all__ = ["TableRow", "table_rows", "ddim_table", "format_markdown", "plot_table", "main"]
+
+SIGMA_HAT = "σ̂"  # the row label of DDIM Table 1's σ̂ row (JSON key: "sigma_hat")
+
+
+class TableRow(NamedTuple):
+    """One row of the table: its label (``"0.0"``, …, ``"σ̂"``), η and whether it is the σ̂ row."""
+
+    label: str
+    eta: float
+    sigma_hat: bool
+
+    @property
+    def key(self) -> str:
+        """ASCII key of the row in ``table.json`` (``"eta=0.2"``, ``"sigma_hat"``)."""
+        return "sigma_hat" if self.sigma_hat else f"eta={self.eta:g}"
+
+
+def table_rows(etas, sigma_hat: bool) -> list[TableRow]:
+    """Rows in DDIM Table 1's order: each η (``0 ≤ η ≤ 1``, DDIM eq. 16), then σ̂ if asked for."""
+    rows = []
+    for eta in etas:
+        eta = float(eta)
+        if not 0.0 <= eta <= 1.0:
+            raise ConfigError(f"etas: {eta} is not in [0, 1] (DDIM eq. 16)")
+        rows.append(TableRow(f"{eta:.1f}" if eta * 10 == int(eta * 10) else f"{eta:g}", eta, False))
+    if sigma_hat:
+        rows.append(TableRow(SIGMA_HAT, 0.0, True))
+    if not rows:
+        raise ConfigError("the table has no rows: give etas=[...] and/or sigma_hat=true")
+    return rows
+
+
+def _validate(cfg: DictConfig, T: int | None = None) -> list[int]:
+    steps = [int(s) for s in cfg.steps]
+    if not steps or any(s < 1 for s in steps) or len(set(steps)) != len(steps):
+        raise ConfigError(f"steps={list(cfg.steps)} must be distinct integers >= 1")
+    if T is not None and max(steps) > T:
+        raise ConfigError(f"steps={steps}: the checkpoint's schedule has T={T} steps; every S must be <= {T}")
+    if cfg.skip not in ("uniform", "quad"):
+        raise ConfigError(f"skip={cfg.skip!r} is not one of ['uniform', 'quad']")
+    if int(cfg.n) < 2 or int(cfg.batch_size) < 1:
+        raise ConfigError(f"n must be >= 2 and batch_size >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
+    return steps
+
+
+def _use_ddim(module, row: TableRow, steps: int, skip: str, clip_x0: bool) -> None:
+    """Make ``module`` sample with DDIM at (S, η) / σ̂, and say so in its run config (the metric
+    records take sampler, η and steps from there)."""
+    from .samplers.ddim import ddim
+
+    options = {"steps": steps, "eta": row.eta, "skip": skip, "clip_x0": clip_x0, "sigma_hat": row.sigma_hat}
+    module.sampler = functools.partial(ddim, **options)
+    module.run_config = {**(module.run_config or {}), "sampler": {"_target_": "diffzoo.samplers.ddim", "_partial_": True, **options}}
+
+
+def _out_dir(cfg: DictConfig) -> Path:
+    if cfg.get("out"):
+        return Path(cfg.out).expanduser().resolve()
+    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run_dir / "ddim_table" / f"n{cfg.n}_seed{cfg.seed}_{'ema' if cfg.use_ema else 'raw'}"
+
+
+def ddim_table(cfg: DictConfig) -> dict[str, Any]:
+    """Fill the table configured by ``cfg`` (``conf/ddim_table.yaml``); write ``table.md``,
+    ``table.json`` and the plots; return what ``table.json`` holds plus the output paths."""
+    import numpy as np
+    import torch
+
+    from .evaluate import _device
+    from .lit.build import load_module
+    from .metrics.naming import LIKELIHOOD_METRICS
+    from .metrics.pipeline import EvalSetup, prepare_evaluation, run_evaluation
+    from .train import write_json_atomic
+    from .utils.progress import track
+
+    _validate(cfg)
+    bad = [m for m in cfg.metrics if m in LIKELIHOOD_METRICS]
+    if bad:
+        raise ConfigError(f"metrics={list(cfg.metrics)}: {bad} do not depend on the sampler; the table takes sample metrics (fid, kid, is)")
+    rows = table_rows(cfg.etas, bool(cfg.sigma_hat))
+    module = load_module(cfg.ckpt_path).to(_device(cfg.accelerator))
+    if not hasattr(module.schedule, "alphas_cumprod"):
+        raise ConfigError(f"{cfg.ckpt_path}: DDIM needs an ε-trained discrete-time model (DiffusionModule), "
+                          f"not a {type(module.schedule).__name__} forward process")
+    steps = _validate(cfg, module.schedule.T)
+    setup = EvalSetup(
+        n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
+        extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split, reference_n=cfg.reference.n,
+        kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size), classifier_epochs=cfg.classifier.epochs,
+        gather_images=bool(cfg.save_samples), progress=False,
+    )
+    data_cfg = module.run_config["data"]
+    inputs = prepare_evaluation(module.data_shape, data_cfg, setup, cfg.paths.cache_dir, module.device)  # once for all cells
+    out = _out_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+
+    cells = []
+    grid = [(row, s) for row in rows for s in steps]
+    for row, s in track(grid, total=len(grid), description="DDIM table", enabled=bool(cfg.progress)):
+        _use_ddim(module, row, s, cfg.skip, bool(cfg.clip_x0))
+        with torch.random.fork_rng(devices=[]):
+            result = run_evaluation(module, data_cfg, setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None), inputs=inputs)
+        cell = {"row": row.key, "label": row.label, "eta": row.eta, "sigma_hat": row.sigma_hat, "steps": s, "nfe": result.nfe,
+                "values": result.values(), "records": [r.as_dict() for r in result.records]}
+        if result.images is not None:
+            path = out / "samples" / f"{row.key}_S{s}.npz"
+            path.parent.mkdir(exist_ok=True)
+            np.savez(path, images=result.images.permute(0, 2, 3, 1).numpy())
+            cell["samples"] = str(path)
+        cells.append(cell)
+        if cfg.progress:
+            print(f"  {row.label:>4}  S={s:<5} NFE={result.nfe:<5} " + "  ".join(f"{k}={v:.4g}" for k, v in result.values().items()))
+
+    names = [r["name"] for r in cells[0]["records"]]
+    table = {
+        "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "step": getattr(module, "global_step_loaded", None),
+        "n": setup.n, "seed": setup.seed, "weights": "ema" if setup.use_ema else "raw", "skip": cfg.skip, "clip_x0": bool(cfg.clip_x0),
+        "T": module.schedule.T, "steps": steps, "rows": [{"key": r.key, "label": r.label, "eta": r.eta, "sigma_hat": r.sigma_hat} for r in rows],
+        "metrics": names, "reference": cells[0]["records"][0].get("reference", {}), "cells": cells,
+    }
+    (out / "table.md").write_text(format_markdown(table))
+    write_json_atomic(out / "table.json", table)
+    plots = [str(plot_table(table, name, out / f"{name}_vs_nfe.png")) for name in names]
+    summary = {**table, "out": str(out), "markdown": str(out / "table.md"), "json": str(out / "table.json"), "plots": plots}
+    _print_summary(summary)
+    return summary
+
+
+def _cell(table: dict, row_key: str, steps: int) -> dict:
+    return next(c for c in table["cells"] if c["row"] == row_key and c["steps"] == steps)
+
+
+def format_markdown(table: dict) -> str:
+    """The table as markdown: one ``metric`` table (rows η / σ̂, columns S, as DDIM Table 1) per
+    metric name, then the NFE of every cell, then the setup."""
+    steps, rows = table["steps"], table["rows"]
+    head = "| η \\ S | " + " | ".join(str(s) for s in steps) + " |\n|---|" + "---|" * len(steps) + "\n"
+    parts = [f"# DDIM table: {Path(table['ckpt_path']).name} (step {table['step']})\n"]
+    for name in table["metrics"]:
+        lines = []
+        for r in rows:
+            values = [_cell(table, r["key"], s)["values"].get(name) for s in steps]
+            lines.append(f"| {r['label']} | " + " | ".join("–" if v is None or not math.isfinite(v) else f"{v:.4g}" for v in values) + " |")
+        parts.append(f"## {name}\n\n" + head + "\n".join(lines) + "\n")
+    nfe = [f"| {r['label']} | " + " | ".join(str(_cell(table, r["key"], s)["nfe"]) for s in steps) + " |" for r in rows]
+    parts.append("## NFE (network evaluations per sample)\n\n" + head + "\n".join(nfe) + "\n")
+    ref = table.get("reference") or {}
+    parts.append(f"Setup: n = {table['n']} samples per cell, seed {table['seed']} (sample i seeded by (seed, i): every cell starts "
+                 f"from the same noise), {table['weights']} weights, skip = {table['skip']}, clip_x0 = {table['clip_x0']}, T = {table['T']}; "
+                 f"reference: split {ref.get('split')}, n = {ref.get('n')}, hash {ref.get('hash')}. σ̂: DDPM's σ̂ = √(1 − ᾱ_t/ᾱ_s) "
+                 "on the sub-sequence (DDIM Table 1).\n")
+    return "\n".join(parts)
+
+
+def plot_table(table: dict, name: str, path: Path) -> Path:
+    """``name`` against NFE (log scale), one line per row (η or σ̂), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    for r in table["rows"]:
+        cells = sorted((c for c in table["cells"] if c["row"] == r["key"]), key=lambda c: c["nfe"])
+        ax.plot([c["nfe"] for c in cells], [c["values"].get(name, float("nan")) for c in cells], marker="o",
+                linestyle="--" if r["sigma_hat"] else "-", label=f"η = {r['label']}" if not r["sigma_hat"] else "σ̂")
+    ax.set_xscale("log")
+    ax.set_xlabel("NFE (= steps S)")
+    ax.set_ylabel(name)
+    ax.set_title(f"DDIM: {name} vs NFE")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"DDIM table: {len(summary['cells'])} cells ({len(summary['rows'])} rows × {len(summary['steps'])} step counts), "
+          f"n = {summary['n']} samples each, {summary['weights']} weights")
+    print(format_markdown(summary).split("## NFE")[0].split("\n", 1)[1].strip())
+    print(f"  markdown: {summary['markdown']}\n  json:     {summary['json']}\n  plots:    " + "\n            ".join(summary["plots"]))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="ddim_table")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_reporting_errors(ddim_table, cfg)
+
+
+def main() -> None:
+    """``python -m diffzoo.ddim_table ckpt_path=…``."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Evaluation of score models: ``diffzoo-eval`` and the ``Evaluation`` callback on ScoreModule
+checkpoints (SDE with PC / ODE, σ ladder with annealed Langevin), NFE in every record, and the
+likelihood metrics (``nll_ode`` for SDE models, ``nll_vlb`` for discrete-time ones)."""
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from diffzoo.callbacks.evaluation import Evaluation
+from diffzoo.config import CONFIG_DIR
+from diffzoo.data import DigitsDataModule
+from diffzoo.errors import ConfigError
+from diffzoo.evaluate import evaluate
+from diffzoo.lit.build import load_module
+from diffzoo.metrics.distributed import draw_samples
+from tests.integration.score_ckpt import TINY_UNET, write_score_checkpoint
+from tests.integration.test_eval_cli import write_tiny_checkpoint
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "diffzoo-metrics-cache"
+
+
+def _eval(ckpt, out, cache, *extra):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[
+            f"ckpt_path={ckpt}", f"n={N}", "batch_size=4", "accelerator=cpu", "progress=false", "classifier.epochs=2", "kid.subsets=5",
+            f"out={out}", f"paths.cache_dir={cache}", *extra])
+    return evaluate(cfg)
+
+
+@pytest.mark.parametrize("experiment, extra, nfe", [
+    ("sde_vp_digits", ["sample_steps=3"], 3),                                    # Euler-Maruyama, no corrector: N
+    ("sde_ve_digits", ["sample_steps=3"], 6),                                    # reverse diffusion + 1 Langevin step: 2N
+    ("ncsnv2_digits", ["sample_steps=4"], 4 + 1),                                # Langevin budget + final denoising
+])
+def test_eval_cli_on_score_models(tmp_path, shared_cache, experiment, extra, nfe):
+    overrides = TINY_UNET if experiment.startswith("sde") else ["net.ngf=8"]
+    ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", experiment, overrides)
+    summary = _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[fid,kid]", *extra)
+    assert summary["nfe"] == nfe and math.isfinite(summary[f"fid_digits{N}"])
+    assert all(r["nfe"] == nfe and r["n"] == N for r in summary["records"])
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["nfe"] == nfe
+    assert (tmp_path / "out" / "grid.png").is_file()
+
+
+def test_ode_sampler_and_prior_of_the_model(tmp_path, shared_cache):
+    """``sampler=ode`` replaces PC; its steps are adaptive and the NFE is the solver's. A VE model starts
+    from its own prior N(0, σ_max² I), drawn per global sample index as diffzoo-sample does."""
+    ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", "sde_ve_digits", TINY_UNET)
+    summary = _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[fid]", "sampler=ode", "sampler.rtol=1e-2", "sampler.atol=1e-2")
+    assert summary["sampler"] == "probability_flow_ode" and summary["steps"] is None and summary["nfe"] > 2
+
+    module = load_module(ckpt)
+    seen = {}
+    module.sample = lambda x_T, **kw: seen.setdefault("x_T", x_T) * 0
+    list(draw_samples(module, 4, seed=0, batch_size=4, steps=3))
+    assert 0.5 * module.schedule.sigma_max < float(seen["x_T"].std()) < 2 * module.schedule.sigma_max
+
+
+def test_wrong_sampler_for_the_process_is_refused(tmp_path, shared_cache):
+    ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", "sde_vp_digits", TINY_UNET)
+    with pytest.raises(ConfigError, match="sampler=annealed_langevin needs a σ ladder"):
+        _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[fid]", "sampler=annealed_langevin")
+
+
+def test_nll_ode_for_sde_models_and_nll_vlb_for_discrete_ones(tmp_path, shared_cache):
+    sde_ckpt = write_score_checkpoint(tmp_path / "sde" / "checkpoints" / "last.ckpt", "sde_vp_digits", TINY_UNET)
+    nll = ["nll.n=6", "nll.batch_size=4", "nll.rtol=1e-3", "nll.atol=1e-3"]
+    one = _eval(sde_ckpt, tmp_path / "a", shared_cache, "metrics=[nll_ode]", *nll)
+    record = one["records"][0]
+    assert record["name"] == "nll_ode_val6" and record["n"] == 6 and record["nfe"] > 0 and record["extra"]["unit"] == "bits/dim"
+    assert 0 < one["nll_ode_val6"] < 100 and one["sampled"] is False and "grid" not in one
+    # example i is scored with its own generator: the batch size does not change its number
+    other = _eval(sde_ckpt, tmp_path / "b", shared_cache, "metrics=[nll_ode]", *nll[:1], "nll.batch_size=6", *nll[2:])
+    assert other["nll_ode_val6"] == pytest.approx(one["nll_ode_val6"], rel=1e-3)
+    with pytest.raises(ConfigError, match=r"nll_vlb\] needs a discrete-time model"):
+        _eval(sde_ckpt, tmp_path / "c", shared_cache, "metrics=[nll_vlb]", *nll)
+
+    ddpm_ckpt = write_tiny_checkpoint(tmp_path / "ddpm" / "checkpoints" / "last.ckpt")  # T = 100
+    vlb = _eval(ddpm_ckpt, tmp_path / "d", shared_cache, "metrics=[fid,nll_vlb]", "sample_steps=3", "nll.n=4", "nll.steps=10")
+    record = next(r for r in vlb["records"] if r["metric"] == "nll_vlb")
+    assert record["name"] == "nll_vlb_val4" and record["nfe"] == 10 and record["extra"]["variance"] == "fixedlarge"
+    assert math.isfinite(vlb["nll_vlb_val4"]) and vlb["nll_vlb_val4"] > 0 and math.isfinite(vlb[f"fid_digits{N}"])
+    with pytest.raises(ConfigError, match=r"nll_ode\] needs a score model"):
+        _eval(ddpm_ckpt, tmp_path / "e", shared_cache, "metrics=[nll_ode]", "nll.n=4")
+
+
+def test_evaluation_callback_on_a_score_model(tmp_path, shared_cache):
+    from diffzoo.lit.build import build_module
+    from tests.helpers import compose_train
+
+    torch.manual_seed(0)
+    cfg = compose_train(["experiment=sde_ve_digits", *TINY_UNET, "data.batch_size=16"])
+    module = build_module(cfg, (1, 8, 8))
+    callback = Evaluation(every_n_steps=None, n=8, batch_size=8, sample_steps=2, metrics=["fid", "nll_ode"], kid_subsets=5,
+                          classifier_epochs=2, cache_dir=str(shared_cache), nll={"n": 3, "rtol": 1e-2, "atol": 1e-2})
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, callbacks=[callback], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=16))
+    history = [json.loads(line) for line in (tmp_path / "eval" / "history.jsonl").read_text().splitlines()]
+    assert {r["name"] for r in history} == {"fid_digits8", "nll_ode_val3"}
+    assert next(r for r in history if r["metric"] == "fid")["nfe"] == 4  # N = 2: predictor + corrector per step
+    assert "eval/nll_ode_val3" in trainer.callback_metrics
