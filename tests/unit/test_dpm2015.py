@@ -8,6 +8,7 @@ import torch
 from diffzoo.schedules import DiscreteSchedule, extract
 from diffzoo.schedules.dpm2015 import (
     MAX_BETA_MARGIN,
+    DPM2015Schedule,
     constant_fraction_signal_left,
     dpm2015_betas,
     dpm2015_bound_bits_vs_gaussian,
@@ -111,3 +112,53 @@ def test_gaussian_kl_and_entropy_closed_forms():
     assert gaussian_entropy(s2).item() == pytest.approx(h.item(), rel=1e-8)
     ent = dpm2015_entropies(dpm2015_betas(40))
     assert ent.h_prior.item() == pytest.approx(0.5 * (1 + math.log(2 * math.pi)))
+
+
+# ------------------------------------------------------------------ the learned β schedule
+def test_learned_betas_start_at_the_constant_fraction_schedule():
+    for T in (2, 40, 1000):
+        schedule = DPM2015Schedule(T, learn_betas=True)
+        torch.testing.assert_close(schedule.betas(), dpm2015_betas(T), rtol=1e-12, atol=1e-15)
+        assert [n for n, _ in schedule.named_parameters()] == ["beta_perturb"]
+    assert list(DPM2015Schedule(40, learn_betas=False).parameters()) == []  # fixed: nothing to train
+
+
+def test_learned_betas_stay_in_range_for_any_coefficients():
+    """β_t ∈ (β_min,t, 1 − 10⁻⁵) however large the perturbation; β_1 never falls below step1_beta."""
+    schedule = DPM2015Schedule(40, step1_beta=1e-3, min_beta=1e-6, learn_betas=True)
+    for scale in (1.0, 30.0, 1e3):
+        with torch.no_grad():
+            schedule.beta_perturb.copy_(scale * torch.randn(10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        b = schedule.betas()
+        assert bool(((b >= schedule.beta_floor) & (b <= 1 - 1e-5)).all())
+        assert b[0].item() >= 1e-3 + 1e-6
+    assert b.min().item() < 1e-5 and b.max().item() > 0.99  # the extremes were actually reached
+
+
+def test_forward_moments_match_the_ddpm_tables_for_perturbed_betas():
+    """q_sample and q_posterior of the learned schedule equal DiscreteSchedule's closed forms
+    (DDPM eqs. 4, 6–7) for the same, non-trivial β table."""
+    schedule = DPM2015Schedule(12, learn_betas=True)
+    with torch.no_grad():
+        schedule.beta_perturb.copy_(torch.linspace(-2, 2, 10, dtype=torch.float64))
+    reference = DiscreteSchedule(schedule.betas().detach())
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 12, 3, dtype=torch.float64, generator=g)
+    t = torch.arange(12).clamp(min=1)
+    x_t = schedule.q_sample(x0, t, noise)
+    torch.testing.assert_close(x_t, reference.q_sample(x0, t, noise))
+    post, ref = schedule.q_posterior(x0, x_t, t), reference.q_posterior(x0, x_t, t)
+    torch.testing.assert_close(post.mean, ref.mean)
+    torch.testing.assert_close(post.variance, ref.variance)
+
+
+def test_gradient_of_the_entropy_terms_reaches_the_beta_coefficients():
+    """−H_q(x_1|x_0) = −½ log(2πe β_1) per dimension (SD15 eq. 14): its gradient w.r.t. the
+    coefficients is −½ ∂log β_1/∂c, computed here by hand from the sigmoid parameterisation."""
+    schedule = DPM2015Schedule(40, learn_betas=True)
+    h = dpm2015_entropies(schedule.betas())
+    (-h.h_first_step).backward()
+    b1, floor = schedule.betas()[0].item(), schedule.beta_floor[0].item()
+    s = (b1 - floor) / (1 - floor - 1e-5)  # sigmoid(z_1)
+    expected = -0.5 / b1 * (1 - floor - 1e-5) * s * (1 - s) * schedule.basis[:, 0]
+    torch.testing.assert_close(schedule.beta_perturb.grad, expected)

@@ -11,14 +11,14 @@ from diffzoo.errors import ConfigError
 from diffzoo.lit.dpm2015 import DPM2015Module, null_loglik_bits
 from diffzoo.networks.dpm2015_mlp import DPM2015MLP, ReverseCoefficients, temporal_bump_basis
 from diffzoo.schedules import DiscreteSchedule
-from diffzoo.schedules.dpm2015 import dpm2015_betas
+from diffzoo.schedules.dpm2015 import DPM2015Schedule, dpm2015_betas
 from tests.unit.test_dpm2015 import expected_kl_isotropic_data
 
 T = 10
 
 
-def make_module(T=T, net=None, **kw) -> DPM2015Module:
-    schedule = DiscreteSchedule(dpm2015_betas(T))
+def make_module(T=T, net=None, learn_betas=False, **kw) -> DPM2015Module:
+    schedule = DPM2015Schedule(T, learn_betas=learn_betas)
     net = net or DPM2015MLP(dim=2, T=T, hidden=16, depth=2)
     return DPM2015Module(net, schedule, optimizer=torch.optim.Adam, **kw)
 
@@ -51,7 +51,7 @@ def test_module_kl_terms_match_the_closed_form_per_step():
     of tests/unit/test_dpm2015.py, for every t = 2..T."""
     module = make_module(net=DPM2015MLP(dim=2, T=T))
     g = torch.Generator().manual_seed(1)
-    exact = expected_kl_isotropic_data(module.schedule)
+    exact = expected_kl_isotropic_data(DiscreteSchedule(module.schedule.betas()))  # DDPM tables cross-check q_posterior
     B = 40000
     for t in range(1, T):
         x0 = torch.randn(B, 2, dtype=torch.float64, generator=g)
@@ -98,7 +98,7 @@ def test_learned_variance_reaches_the_kl_optimal_variance():
     s2 = 4.0  # data wider than the unit Gaussian: the optimal variance is ~25% above β_t
     net = ConstantVariance(T)
     module = make_module(net=net)
-    sch = module.schedule
+    sch = DiscreteSchedule(module.schedule.betas().detach())
     b, abar = sch.betas, sch.alphas_cumprod
     a, c = sch.posterior_mean_coef1, sch.posterior_mean_coef2 - torch.sqrt(1 - b)
     cross = abar.sqrt() * s2  # E[x_0 x_t]
@@ -124,7 +124,7 @@ def test_reverse_variance_is_the_sd15_sigmoid_perturbation():
     x = torch.randn(T, 2, dtype=torch.float64)
     t = torch.arange(T)
     p = module.reverse_moments(x, t)
-    b = module.schedule.betas
+    b = module.schedule.betas()
     expected = torch.sigmoid(module.net.beta_coeff.detach() / math.sqrt(T) + torch.logit(b))
     torch.testing.assert_close(p.variance, expected[:, None].expand_as(x))
     assert bool(((p.variance > 0) & (p.variance < 1)).all())
@@ -186,3 +186,79 @@ def test_invalid_configurations_are_rejected():
         make_module(net=DPM2015MLP(dim=2, T=T + 1))
     with pytest.raises(ValueError, match="shape"):
         DPM2015MLP(dim=2, T=T)(torch.randn(3, 3), torch.zeros(3, dtype=torch.long))
+
+
+# ------------------------------------------------------------------ the bound against the exact ELBO
+class LinearKernels(nn.Module):
+    """p(x_{t−1} | x_t) = N(c_t x_t, v_t) for given tables (paper's t = index + 1), written in the
+    SD15 parameterisation: μ_coeff = (c_t − √(1−β_t)) x_t / √β_t, β_coeff = √T (logit v_t − logit β_t)."""
+
+    def __init__(self, betas: torch.Tensor, c: torch.Tensor, v: torch.Tensor):
+        super().__init__()
+        self.T = betas.numel()
+        self.dtype_anchor = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.betas, self.c, self.v = betas, c, v
+
+    def forward(self, x, t):
+        b, c, v = (table[t][:, None] for table in (self.betas, self.c, self.v))
+        mu_coeff = (c - torch.sqrt(1 - b)) * x / torch.sqrt(b)
+        return ReverseCoefficients(mu_coeff, math.sqrt(self.T) * (torch.logit(v) - torch.logit(b)).expand_as(x))
+
+
+def exact_elbo_nats(betas, c, v, s2: float) -> float:
+    """E_q log[p(x_{0:T}) / q(x_{1:T}|x_0)] per dimension for x_0 ~ N(0, s²), in closed form from
+    second moments m_t = ᾱ_t s² + 1 − ᾱ_t and Cov(x_{t−1}, x_t) = √(1−β_t) m_{t−1}; the step
+    t = 1 uses the fixed kernel N(√(1−β_1) x_1, β_1) (SD15 App. B.2)."""
+    abar = torch.cumprod(1 - betas, 0)
+    m = torch.cat([torch.tensor([s2], dtype=torch.float64), abar * s2 + 1 - abar])  # m_0 … m_T
+    c, v = c.clone(), v.clone()
+    c[0], v[0] = torch.sqrt(1 - betas[0]), betas[0]
+    sq = m[:-1] - 2 * c * torch.sqrt(1 - betas) * m[:-1] + c**2 * m[1:]  # E(x_{t−1} − c_t x_t)²
+    log_p_reverse = (-0.5 * torch.log(2 * math.pi * v) - sq / (2 * v)).sum()
+    log_q_forward = (-0.5 * torch.log(2 * math.pi * betas) - 0.5).sum()
+    log_p_prior = -0.5 * math.log(2 * math.pi) - m[-1] / 2
+    return (log_p_prior + log_p_reverse - log_q_forward).item()
+
+
+@pytest.mark.parametrize("s2", [1.0, 2.0])
+def test_bound_equals_the_exact_elbo_for_gaussian_data(s2):
+    """SD15 eq. 14 rewrites the ELBO with E_q log p(x_T) ≈ −H_p(x_T) and E_q log p(x_0|x_1) ≈
+    −H_q(x_1|x_0); both hold exactly when E x_0² = 1 per dimension, and otherwise miss
+    (s² − 1)(ᾱ_T + β_1)/2 nats per dimension. The module's K (all t, Monte Carlo over x_0 and
+    the noise) matches the closed-form ELBO of arbitrary linear-Gaussian kernels with that offset."""
+    T, D, B = 8, 2, 20000
+    schedule = DPM2015Schedule(T)
+    b = schedule.betas().detach()
+    abar = torch.cumprod(1 - b, 0)
+    m = torch.cat([torch.tensor([s2], dtype=torch.float64), abar * s2 + 1 - abar])
+    g = torch.Generator().manual_seed(4)
+    u = torch.rand(2, T, dtype=torch.float64, generator=g) - 0.5
+    c = torch.sqrt(1 - b) * m[:-1] / m[1:] * (1 + 0.2 * u[0])  # the true reverse, perturbed
+    v = b * m[:-1] / m[1:] * torch.exp(0.6 * u[1])
+    module = DPM2015Module(LinearKernels(b, c, v), schedule, optimizer=torch.optim.Adam)
+    x0 = math.sqrt(s2) * torch.randn(B, D, dtype=torch.float64, generator=g)
+    k_nats = module.bound(x0, "all", g).k * math.log(2)
+    m_k, se = mean_and_se(k_nats)
+    expected = D * (exact_elbo_nats(b, c, v, s2) + (s2 - 1) * (abar[-1].item() + b[0].item()) / 2)
+    assert abs(m_k - expected) < 5 * se + 1e-9
+    assert se < 0.02  # sharp enough to see the offset at s² = 2 (≈ 0.14 nats)
+
+
+def test_learned_betas_are_optimised_with_the_bound():
+    """With schedule.learn_betas the β coefficients are in the optimizer, receive the bound's
+    gradient, and have their own EMA; the isotropic bound stays 0 bits for any β (the debug
+    kernel is the exact reverse of every Gaussian forward kernel on N(0, I) data)."""
+    module = make_module(learn_betas=True)
+    optimizer = module.configure_optimizers()
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert id(module.schedule.beta_perturb) in trained and module.schedule_ema is not None
+    with torch.no_grad():
+        module.schedule.beta_perturb.copy_(torch.linspace(-1.5, 1.5, 10, dtype=torch.float64))
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(20000, 2, dtype=torch.float64, generator=g)
+    est = module.bound(x0, "all", g).k_minus_lnull
+    m, se = mean_and_se(est)
+    assert abs(m) < 5 * se
+    (-est.mean()).backward()
+    assert module.schedule.beta_perturb.grad is not None and bool(module.schedule.beta_perturb.grad.abs().sum() > 0)
+    assert make_module().schedule_ema is None

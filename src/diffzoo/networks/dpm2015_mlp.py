@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..schedules.dpm2015 import temporal_bump_basis  # the bumps are shared with the learned β
+
 __all__ = ["DPM2015MLP", "ReverseCoefficients", "temporal_bump_basis"]
 
 LEAKY_SLOPE = 0.05  # SD15 code, regression.LeakyRelu
@@ -32,18 +34,6 @@ class ReverseCoefficients(NamedTuple):
 
     mu_coeff: torch.Tensor
     beta_coeff: torch.Tensor
-
-
-def temporal_bump_basis(T: int, num_basis: int) -> torch.Tensor:
-    """Normalised Gaussian bumps over the steps (SD15 code ``generate_temporal_basis``):
-    float64 ``[num_basis, T]`` whose columns sum to 1 (formula in the module docstring)."""
-    if T < 1 or num_basis < 2:
-        raise ValueError(f"temporal_bump_basis: need T >= 1 and num_basis >= 2, got {T}, {num_basis}")
-    s = torch.linspace(-1.0, 1.0, T, dtype=torch.float64)
-    centers = torch.linspace(-1.0, 1.0, num_basis, dtype=torch.float64)
-    width = (centers[1] - centers[0]) / 2
-    bumps = torch.exp(-((s[None, :] - centers[:, None]) ** 2) / (2 * width**2))
-    return bumps / bumps.sum(0, keepdim=True)
 
 
 class DPM2015MLP(nn.Module):

@@ -11,13 +11,25 @@ If the linspace were integer-spaced, ``∏(1 − β̂_t) = ∏_{k=2..T} (k − 1
 (its spacing is (T − 2)/(T − 1)), and the exact product is a ratio of Gamma functions
 (:func:`constant_fraction_signal_left`), close to but not equal to 1/T.
 
+Learned β (SD15 §2.4.1: "β_2…T are learned by gradient ascent on K"; the code has the
+parameterisation, ``beta_perturb_coefficients``, but leaves it untrained): the constant-fraction
+β̂_t is perturbed on the logit scale by the same Gaussian bumps over t that read out the reverse
+kernel, ``β_t = β_min,t + sigmoid(Σ_k c_k g_k(t) + logit β̂_t) (1 − β_min,t − 10⁻⁵)``, so every β_t
+stays in ``(β_min,t, 1 − 10⁻⁵)`` and ``c = 0`` gives back the constant-fraction schedule
+(:class:`DPM2015Schedule`, ``learn_betas=True``). β_1 can then only fall to its floor
+``step1_beta`` — the code's "minimum variance of the learned model".
+
 Reverse kernel (SD15 code, ``get_mu_sigma``), both learned perturbations of the forward kernel:
 ``μ = √(1 − β_t) x_t + μ_coeff √β_t`` and ``σ² = sigmoid(β_coeff / √T + logit β_t)``.
 
 Bound (SD15 eq. 14), per data dimension, in nats:
 ``K = −Σ_{t=2}^{T} E_q[KL(q(x_{t−1} | x_t, x_0) ‖ p(x_{t−1} | x_t))] + H_q(x_T | x_0) − H_q(x_1 | x_0) − H_p(x_T)``,
-with ``p(x_T) = N(0, I)``. SD15 (Table 1) reports it relative to an isotropic unit Gaussian,
-``K − L_gauss`` with ``L_gauss = −H(N(0, 1))``, in bits: positive means better than the Gaussian.
+with ``p(x_T) = N(0, I)``. SD15 Table 1 reports, per data point (bits/pixel for images), K itself
+(first column; 2.35 bits for the swiss roll) and ``K − L_null`` (second column; 6.45 bits), with
+``L_null`` the log-likelihood of the unit Gaussian π = N(0, I), ``−H(N(0, 1))`` per dimension on
+data scaled to unit variance; the SD15 code's cost (``get_negL_bound``) is ``−(K − L_null)`` in
+bits, multiplied by T instead of T − 1 (README: "the negative of the number in the rightmost
+column in Table 1"). Positive ``K − L_null`` means better than the Gaussian.
 """
 
 from __future__ import annotations
@@ -26,9 +38,15 @@ import math
 from typing import NamedTuple
 
 import torch
+from torch import nn
+
+from .discrete import extract
 
 __all__ = [
     "dpm2015_betas",
+    "temporal_bump_basis",
+    "DPM2015Schedule",
+    "ForwardMoments",
     "constant_fraction_signal_left",
     "ReverseMoments",
     "dpm2015_reverse_moments",
@@ -56,6 +74,101 @@ def dpm2015_betas(T: int, step1_beta: float = 1e-3, min_beta: float = 1e-6) -> t
     floor = torch.full((T,), min_beta, dtype=torch.float64)
     floor[0] += step1_beta
     return floor + base * (1.0 - floor - MAX_BETA_MARGIN)
+
+
+def temporal_bump_basis(T: int, num_basis: int) -> torch.Tensor:
+    """Normalised Gaussian bumps over the steps (SD15 code ``generate_temporal_basis``), float64
+    ``[num_basis, T]`` whose columns sum to 1:
+    ``g_k(t) ∝ exp(−(s_t − c_k)² / (2 w²))``, ``s_t = linspace(−1, 1, T)[t]``,
+    ``c_k = linspace(−1, 1, K)[k]``, ``w = (c_1 − c_0) / 2``. SD15 uses them both for the reverse
+    kernel's time dependence and for the β perturbation (K = 10)."""
+    if T < 1 or num_basis < 2:
+        raise ValueError(f"temporal_bump_basis: need T >= 1 and num_basis >= 2, got {T}, {num_basis}")
+    s = torch.linspace(-1.0, 1.0, T, dtype=torch.float64)
+    centers = torch.linspace(-1.0, 1.0, num_basis, dtype=torch.float64)
+    width = (centers[1] - centers[0]) / 2
+    bumps = torch.exp(-((s[None, :] - centers[:, None]) ** 2) / (2 * width**2))
+    return bumps / bumps.sum(0, keepdim=True)
+
+
+class ForwardMoments(NamedTuple):
+    """Mean and variance of a Gaussian of SD15's forward chain, broadcastable to ``x``'s shape."""
+
+    mean: torch.Tensor
+    variance: torch.Tensor
+
+
+class DPM2015Schedule(nn.Module):
+    """SD15's forward chain ``q(x_t | x_{t−1}) = N(√(1 − β_t) x_{t−1}, β_t I)`` with a β table that
+    is either the fixed constant-fraction schedule or learned with the bound (module docstring).
+
+    Args:
+        T: number of steps (40 for the swiss roll).
+        step1_beta: added to the floor of β_1 (SD15 code: the model's smallest variance).
+        min_beta: floor of every β_t (SD15 code: 1e-6).
+        learn_betas: make the logit perturbation coefficients ``c`` ``[num_basis]`` trainable
+            parameters (initialised at 0); otherwise they are a zero buffer and β is fixed.
+        num_basis: number of temporal bumps of the perturbation (SD15 code: 10).
+
+    Every table is recomputed from ``c`` in float64 at each call, so gradients reach ``c``
+    through ``q_sample``, ``q_posterior`` and the entropies of the bound. Index ``i`` is the
+    paper's ``t = i + 1``.
+    """
+
+    def __init__(
+        self, T: int = 40, step1_beta: float = 1e-3, min_beta: float = 1e-6, learn_betas: bool = False, num_basis: int = 10
+    ):
+        super().__init__()
+        if not isinstance(T, int) or T < 2:
+            raise ValueError(f"schedule.T must be an integer >= 2, got {T!r}")
+        if not (0 < min_beta and 0 <= step1_beta and min_beta + step1_beta < 0.5):
+            raise ValueError(f"schedule.min_beta must be > 0 and schedule.step1_beta >= 0, got {min_beta}, {step1_beta}")
+        self.learn_betas = bool(learn_betas)
+        floor = torch.full((T,), float(min_beta), dtype=torch.float64)
+        floor[0] += step1_beta
+        baseline = 1.0 / torch.linspace(T, 2.0, T, dtype=torch.float64)  # SD15 code beta_baseline
+        self.register_buffer("beta_floor", floor)
+        self.register_buffer("baseline_logit", torch.logit(baseline))
+        self.register_buffer("basis", temporal_bump_basis(T, num_basis))
+        coeffs = torch.zeros(num_basis, dtype=torch.float64)
+        if self.learn_betas:
+            self.beta_perturb = nn.Parameter(coeffs)
+        else:
+            self.register_buffer("beta_perturb", coeffs)
+
+    @property
+    def T(self) -> int:
+        return self.baseline_logit.numel()
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, learn_betas={self.learn_betas}"
+
+    def betas(self) -> torch.Tensor:
+        """``β_t = β_min,t + sigmoid(Σ_k c_k g_k(t) + logit β̂_t)(1 − β_min,t − 10⁻⁵)`` (SD15 code
+        ``generate_beta_arr``): float64 ``[T]``, differentiable in ``c``."""
+        z = self.beta_perturb.to(torch.float64) @ self.basis + self.baseline_logit
+        return self.beta_floor + torch.sigmoid(z) * (1.0 - self.beta_floor - MAX_BETA_MARGIN)
+
+    def alphas_cumprod(self) -> torch.Tensor:
+        """``ᾱ_t = ∏_{s≤t} (1 − β_s)``, float64 ``[T]``."""
+        return torch.exp(torch.cumsum(torch.log1p(-self.betas()), 0))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε`` (SD15 code ``generate_forward_diffusion_sample``) for
+        int64 ``t`` ``[B]``; ``x0``, ``noise`` ``[B, …]``."""
+        abar = extract(self.alphas_cumprod(), t, x0)
+        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> ForwardMoments:
+        """``q(x_{t−1} | x_t, x_0)`` for indices ``t ≥ 1`` (paper's t ≥ 2): the product of
+        ``N(x_{t−1}; √ᾱ_{t−1} x_0, 1 − ᾱ_{t−1})`` and ``q(x_t | x_{t−1})`` (SD15 code ``mu1_scl``,
+        ``cov1``, …): variance ``β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)``, mean
+        ``(√ᾱ_{t−1} β_t x_0 + √(1 − β_t)(1 − ᾱ_{t−1}) x_t) / (1 − ᾱ_t)``."""
+        betas, abar = self.betas(), self.alphas_cumprod()
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        b, a, ap = (extract(v, t, x0) for v in (betas, abar, abar_prev))
+        mean = (ap.sqrt() * b * x0 + (1.0 - b).sqrt() * (1.0 - ap) * x_t) / (1.0 - a)
+        return ForwardMoments(mean, b * (1.0 - ap) / (1.0 - a))
 
 
 def constant_fraction_signal_left(T: int) -> float:
