@@ -43,7 +43,20 @@ def _warmup_lambda(step: int) -> float:
     return min(1.0, (step + 1) / WARMUP)
 
 
-class _BareLoop:
+class _Loop:
+    """A training loop timed in seconds per step; subclasses define ``step()``."""
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - start) / steps
+
+
+class _BareLoop(_Loop):
     """The hand-written loop: what a researcher would write without a framework."""
 
     def __init__(self, name: str, batch: int, precision: str = "32", channels_last: bool = False, fused: bool = False):
@@ -79,14 +92,8 @@ class _BareLoop:
         with torch.no_grad():
             torch._foreach_lerp_(self.ema, [p.detach() for p in self.net.parameters()], 1 - 0.9999)
 
-    def run(self, steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        return (time.perf_counter() - start) / steps
 
-
-class _DiffusersLoop:
+class _DiffusersLoop(_Loop):
     """diffusers' own training recipe (its ``train_unconditional`` example): ``UNet2DModel``,
     ``DDPMScheduler.add_noise``, MSE on ε, AdamW-free Adam to match, clipping, ``EMAModel``."""
 
@@ -114,12 +121,6 @@ class _DiffusersLoop:
         self.opt.step()
         self.sched.step()
         self.ema.step(self.net.parameters())
-
-    def run(self, steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        return (time.perf_counter() - start) / steps
 
 
 class _StepTimer:

@@ -64,6 +64,7 @@ _EXPECTED_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode",
     r"You passed in a `val_dataloader` but have no `validation_step`",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"You have overridden `on_after_batch_transfer` in `LightningModule`",  # the channels_last hook
 )
 
 

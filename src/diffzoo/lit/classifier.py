@@ -20,7 +20,7 @@ from ..schedules.discrete import DiscreteSchedule
 from ..utils.random import GeneratorLike, derive_seed, randn
 from .base import GenerativeModule
 
-__all__ = ["NoisyClassifierModule", "t_bucket_ranges"]
+__all__ = ["NoisyClassifierModule", "TimeBucketedClassifier", "t_bucket_ranges"]
 
 
 def t_bucket_ranges(T: int, n: int) -> list[tuple[int, int]]:
@@ -32,7 +32,66 @@ def t_bucket_ranges(T: int, n: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1] - 1) for i in range(n)]
 
 
-class NoisyClassifierModule(GenerativeModule):
+class TimeBucketedClassifier(GenerativeModule):
+    """What the noise-aware classifiers share: cross-entropy on noised batches and accuracy logged
+    per range of t. Subclasses set ``buckets`` (``[(lo, hi), …]``) and implement
+    ``noised_logits(x0, t=None, generator=None) → (logits [B, K], t [B])``, ``draw_t(lo, hi, n,
+    generator)`` (t uniform in a range) and ``bucket_name(lo, hi)``."""
+
+    buckets: list = []
+    _preview: torch.Tensor | None = None
+
+    def bucket_name(self, lo, hi) -> str:
+        return f"t{lo}-{hi}"
+
+    def draw_t(self, lo, hi, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _log_bucket_accuracy(self, stage: str, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        correct = (logits.argmax(-1) == y).float()
+        for lo, hi in self.buckets:
+            mask = (t >= lo) & (t <= hi)
+            if bool(mask.any()):
+                self.log(f"{stage}/acc_{self.bucket_name(lo, hi)}", correct[mask].mean(), on_step=stage == "train",
+                         on_epoch=stage != "train", batch_size=int(mask.sum()))
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x0, y = batch["x"], self._labels(batch)
+        logits, t = self.noised_logits(x0)
+        loss = F.cross_entropy(logits, y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        self._log_bucket_accuracy("train", logits.detach(), y, t)
+        self._preview = x0[:8].detach()
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Held-out accuracy per t range, with noise seeded by ``(seed, "val", batch_idx)``."""
+        x0, y = batch["x"], self._labels(batch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "val", batch_idx))
+        logits, t = self.noised_logits(x0, generator=gen)
+        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=x0.shape[0])
+        self._log_bucket_accuracy("val", logits, y, t)
+
+    @torch.no_grad()
+    def accuracy_by_t(self, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+        """Accuracy on ``x0`` ``[N, …]`` / ``y`` ``[N]`` noised at t drawn uniformly inside every t range
+        → ``{bucket_name: acc, …}`` (each range sees all N samples)."""
+        out = {}
+        for lo, hi in self.buckets:
+            logits, _ = self.noised_logits(x0, self.draw_t(lo, hi, x0.shape[0], generator).to(x0.device), generator)
+            out[self.bucket_name(lo, hi)] = float((logits.argmax(-1) == y).float().mean())
+        return out
+
+    @staticmethod
+    def _labels(batch: dict) -> torch.Tensor:
+        if "y" not in batch:
+            raise KeyError("a noise-aware classifier needs labelled data ('y'); choose a data set with classes")
+        return batch["y"]
+
+
+class NoisyClassifierModule(TimeBucketedClassifier):
     """A classifier of noised data as a LightningModule.
 
     Args:
@@ -86,49 +145,8 @@ class NoisyClassifierModule(GenerativeModule):
         noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         return self.classify(self.schedule.q_sample(x0, t, noise), t), t
 
-    def _log_bucket_accuracy(self, stage: str, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
-        correct = (logits.argmax(-1) == y).float()
-        for lo, hi in self.buckets:
-            mask = (t >= lo) & (t <= hi)
-            if bool(mask.any()):
-                self.log(f"{stage}/acc_t{lo}-{hi}", correct[mask].mean(), on_step=stage == "train",
-                         on_epoch=stage != "train", batch_size=int(mask.sum()))
-
-    # ------------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x0, y = batch["x"], self._labels(batch)
-        logits, t = self.noised_logits(x0)
-        loss = F.cross_entropy(logits, y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
-        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), on_step=True, on_epoch=False, batch_size=x0.shape[0])
-        self._log_bucket_accuracy("train", logits.detach(), y, t)
-        self._preview = x0[:8].detach()
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Held-out accuracy per t range, with noise seeded by ``(seed, "val", batch_idx)``."""
-        x0, y = batch["x"], self._labels(batch)
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "val", batch_idx))
-        logits, t = self.noised_logits(x0, generator=gen)
-        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=x0.shape[0])
-        self._log_bucket_accuracy("val", logits, y, t)
-
-    @torch.no_grad()
-    def accuracy_by_t(self, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
-        """Accuracy on ``x0`` ``[N, C, H, W]`` / ``y`` ``[N]`` noised at t drawn uniformly inside every
-        t range → ``{"t0-249": acc, …}`` (each range sees all N images)."""
-        out = {}
-        for lo, hi in self.buckets:
-            t = torch.randint(lo, hi + 1, (x0.shape[0],), generator=generator).to(x0.device)
-            logits, _ = self.noised_logits(x0, t, generator)
-            out[f"t{lo}-{hi}"] = float((logits.argmax(-1) == y).float().mean())
-        return out
-
-    @staticmethod
-    def _labels(batch: dict) -> torch.Tensor:
-        if "y" not in batch:
-            raise KeyError("a noise-aware classifier needs labelled data ('y'); choose a data set with classes")
-        return batch["y"]
+    def draw_t(self, lo, hi, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randint(lo, hi + 1, (n,), generator=generator)
 
     # ------------------------------------------------------------------ what train.py draws at the end
     @torch.no_grad()

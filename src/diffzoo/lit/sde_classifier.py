@@ -20,13 +20,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..utils.random import GeneratorLike, derive_seed, randn
-from .base import GenerativeModule
-from .classifier import NoisyClassifierModule
+from ..utils.random import GeneratorLike, randn
+from .classifier import TimeBucketedClassifier
 from .score import DATA_TRANSFORMS
 
 __all__ = ["SDEClassifierModule", "t_ranges"]
@@ -42,7 +40,7 @@ def t_ranges(eps: float, T: float, n: int) -> list[tuple[float, float]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-class SDEClassifierModule(GenerativeModule):
+class SDEClassifierModule(TimeBucketedClassifier):
     """A classifier of data perturbed by an SDE, as a LightningModule.
 
     Args:
@@ -122,43 +120,12 @@ class SDEClassifierModule(GenerativeModule):
         std = marginal.std.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
         return self.classify_t(marginal.mean.to(x0.dtype) + std * z, t), t
 
-    def _log_bucket_accuracy(self, stage: str, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
-        correct = (logits.argmax(-1) == y).float()
-        for lo, hi in self.buckets:
-            mask = (t >= lo) & (t <= hi)
-            if bool(mask.any()):
-                self.log(f"{stage}/acc_t{lo:.2f}-{hi:.2f}", correct[mask].mean(), on_step=stage == "train",
-                         on_epoch=stage != "train", batch_size=int(mask.sum()))
+    def bucket_name(self, lo, hi) -> str:
+        return f"t{lo:.2f}-{hi:.2f}"
 
-    # ------------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x0, y = batch["x"], NoisyClassifierModule._labels(batch)
-        logits, t = self.noised_logits(x0)
-        loss = F.cross_entropy(logits, y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
-        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), on_step=True, on_epoch=False, batch_size=x0.shape[0])
-        self._log_bucket_accuracy("train", logits.detach(), y, t)
-        self._preview = x0[:8].detach()
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Held-out accuracy per t range, with noise seeded by ``(seed, "val", batch_idx)``."""
-        x0, y = batch["x"], NoisyClassifierModule._labels(batch)
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "val", batch_idx))
-        logits, t = self.noised_logits(x0, generator=gen)
-        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=x0.shape[0])
-        self._log_bucket_accuracy("val", logits, y, t)
-
-    @torch.no_grad()
-    def accuracy_by_t(self, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
-        """Accuracy on ``x0`` ``[N, …]`` / ``y`` ``[N]`` perturbed at t drawn uniformly inside every t range
-        → ``{"t0.00-0.25": acc, …}`` (each range sees all N samples)."""
-        out = {}
-        for lo, hi in self.buckets:
-            u = torch.rand(x0.shape[0], generator=generator).to(x0.device)
-            logits, _ = self.noised_logits(x0, max(lo, self.eps) + (hi - max(lo, self.eps)) * u, generator)
-            out[f"t{lo:.2f}-{hi:.2f}"] = float((logits.argmax(-1) == y).float().mean())
-        return out
+    def draw_t(self, lo, hi, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        lo = max(lo, self.eps)
+        return lo + (hi - lo) * torch.rand(n, generator=generator)
 
     # ------------------------------------------------------------------ what train.py draws at the end
     @torch.no_grad()
