@@ -63,8 +63,8 @@ class Preemption(L.Callback):
         sig = self._pending or self.signals[0]
         self._pending = None
         self._save(trainer, f"SIG{sig.name.removeprefix('SIG')}")
+        previous = self._previous.get(sig)  # read before _restore() forgets it
         self._restore()
-        previous = self._previous.get(sig)
         if callable(previous):
             previous(sig, None)  # e.g. submitit: requeue the job, then exit
         raise SIGTERMException()  # stop like SIGTERM: train() reports and exits
