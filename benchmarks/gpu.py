@@ -197,7 +197,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per block")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only checks the wiring (use tiny sizes)")
-    parser.add_argument("--sections", default="train,sampling", help="comma-separated: train, sampling")
+    parser.add_argument("--sections", default="train,sampling", help="comma-separated: train, lightning, sampling "
+                        "(train includes the Lightning rows)")
     parser.add_argument("--budget", type=float, default=280.0, help="seconds; later variants are skipped past it")
     args = parser.parse_args(argv)
     global DEVICE
@@ -252,9 +253,15 @@ def main(argv=None) -> dict:
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
     torch.set_float32_matmul_precision("high")
-    for label, precision, perf in [] if "train" not in sections else [
-        ("Lightning bf16-mixed + channels_last + fused Adam", "bf16-mixed", {"channels_last": True, "fused_optimizer": True, "matmul_precision": "high"}),
-    ]:
+    lightning_variants = [
+        ("Lightning bf16-mixed + channels_last + fused Adam", "bf16-mixed",
+         {"channels_last": True, "fused_optimizer": True, "matmul_precision": "high"}),
+    ]
+    if not args.no_compile:
+        lightning_variants.append(("Lightning perf=gpu (bf16, channels_last, fused, compile)", "bf16-mixed",
+                                   {"channels_last": True, "fused_optimizer": True, "matmul_precision": "high",
+                                    "compile": True, "cudnn_benchmark": True}))
+    for label, precision, perf in lightning_variants if sections & {"train", "lightning"} else []:
         if over_budget():
             result["errors"][label] = "skipped: time budget"
             continue
