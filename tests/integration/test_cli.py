@@ -63,3 +63,18 @@ def test_reproduce_ddpm_cifar_smoke(tmp_path):
     assert "SYNTHETIC" in proc.stdout and "EFLOP" in proc.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["num_parameters"] == 35_746_307
+
+
+@pytest.mark.parametrize("script, config_name", [("diffzoo-train", "train"), ("diffzoo-sample", "sample"), ("diffzoo-eval", "eval")])
+def test_console_scripts_find_their_configs_from_any_directory(tmp_path, script, config_name):
+    """The installed entry points (not ``python -m``) compose their config outside the repo."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / script
+    if not exe.exists():
+        pytest.skip(f"{script} is not installed next to this Python (pip install -e .)")
+    proc = subprocess.run([str(exe), "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "ckpt_path" in proc.stdout
