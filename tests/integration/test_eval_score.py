@@ -90,7 +90,58 @@ def test_nll_ode_for_sde_models_and_nll_vlb_for_discrete_ones(tmp_path, shared_c
     assert record["name"] == "nll_vlb_val4" and record["nfe"] == 10 and record["extra"]["variance"] == "fixedlarge"
     assert math.isfinite(vlb["nll_vlb_val4"]) and vlb["nll_vlb_val4"] > 0 and math.isfinite(vlb[f"fid_digits{N}"])
     with pytest.raises(ConfigError, match=r"nll_ode\] needs a score model"):
-        _eval(ddpm_ckpt, tmp_path / "e", shared_cache, "metrics=[nll_ode]", "nll.n=4")
+        _eval(_ladder_checkpoint(tmp_path), tmp_path / "e", shared_cache, "metrics=[nll_ode]", "nll.n=4")
+
+
+def _ladder_checkpoint(tmp_path):
+    return write_score_checkpoint(tmp_path / "ladder" / "checkpoints" / "last.ckpt", "ncsnv2_digits", ["net.ngf=8"])
+
+
+def test_nll_ode_and_nll_vlb_on_the_same_ddpm_model(tmp_path, shared_cache):
+    """A DDPM checkpoint (linear β, T = 100) reports both likelihoods on the same held-out examples:
+    ``nll_ode`` through the VP SDE its β table discretises (β_min = T·β_1 = 0.01, β_max = T·β_T = 2,
+    Score SDE App. B) and ``nll_vlb``. On this untrained net no inequality between them must hold;
+    each value is checked against a direct call on the same examples with the same generators."""
+    from diffzoo.metrics.data import load_split
+    from diffzoo.metrics.ode_nll import ode_nll
+    from diffzoo.metrics.vlb import vlb_bits_per_dim
+    from diffzoo.utils.random import per_sample_generators
+
+    ckpt = write_tiny_checkpoint(tmp_path / "ddpm" / "checkpoints" / "last.ckpt")  # T = 100, linear β
+    out = _eval(ckpt, tmp_path / "both", shared_cache, "metrics=[nll_ode,nll_vlb]", "nll.n=4", "nll.batch_size=4",
+                "nll.rtol=1e-3", "nll.atol=1e-3")
+    ode, vlb = (next(r for r in out["records"] if r["metric"] == m) for m in ("nll_ode", "nll_vlb"))
+    assert ode["name"] == "nll_ode_val4" and vlb["name"] == "nll_vlb_val4" and ode["reference"] == vlb["reference"]
+    assert ode["extra"]["route"] == "ddpm_vpsde" and ode["extra"]["N"] == 100 and ode["extra"]["time_scale"] == 99.0
+    assert (ode["extra"]["beta_min"], ode["extra"]["beta_max"]) == pytest.approx((0.01, 2.0), rel=1e-9)
+    assert ode["nfe"] > 2 and vlb["nfe"] == 100 and ode["extra"]["unit"] == vlb["extra"]["unit"] == "bits/dim"
+
+    module = load_module(ckpt)
+    x = load_split(DigitsDataModule(), "val", 4).x.float() / 127.5 - 1
+    direct_ode = ode_nll(module, x, rtol=1e-3, atol=1e-3, generator=per_sample_generators(0, range(4), stream="nll"))
+    assert out["nll_ode_val4"] == pytest.approx(float(direct_ode.bits_per_dim.double().mean()), rel=1e-4)
+    direct_vlb = vlb_bits_per_dim(module.denoiser(), module.schedule, x, generator=per_sample_generators(0, range(4), stream="nll"))
+    assert out["nll_vlb_val4"] == pytest.approx(float(direct_vlb.total_bpd.double().mean()), rel=1e-4)
+
+
+def test_nll_ode_refuses_a_cosine_ddpm_model(tmp_path, shared_cache):
+    """Only DDPM's linear β has a VP SDE limit: a cosine-schedule checkpoint is refused in one line
+    naming its β table, and pointed to nll_vlb."""
+    from omegaconf import OmegaConf
+
+    from diffzoo.lit.build import build_module
+    from tests.integration.test_eval_cli import tiny_run_config
+
+    cfg = tiny_run_config()
+    cfg["schedule"] = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/schedule/cosine.yaml"))
+    cfg["schedule"]["betas"]["T"] = 100
+    module = build_module(OmegaConf.create(cfg), (1, 8, 8))
+    ckpt = tmp_path / "cosine" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "global_step": 1,
+                "diffzoo": {"config": module.run_config, "data_shape": [1, 8, 8], "wandb_run_id": None}}, ckpt)
+    with pytest.raises(ConfigError, match=r"nll_ode\] on a discrete-time model: the β table cosine_betas is not DDPM's linear"):
+        _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[nll_ode]", "nll.n=4")
 
 
 def test_evaluation_callback_on_a_score_model(tmp_path, shared_cache):

@@ -1,12 +1,15 @@
 """Likelihood metrics of an evaluation: NLL in bits/dim of held-out data, by the model's own route.
 
-* ``nll_ode`` — a score model with an SDE (:class:`~diffzoo.lit.score.ScoreModule`): the
-  probability-flow ODE with the Hutchinson trace estimator and uniform dequantisation
-  (Score SDE §4.3 and App. D; :func:`diffzoo.metrics.ode_nll.ode_nll`).
+* ``nll_ode`` — the probability-flow ODE with the Hutchinson trace estimator and uniform
+  dequantisation (Score SDE §4.3 and App. D; :func:`diffzoo.metrics.ode_nll.ode_nll`), for a
+  score model with an SDE (:class:`~diffzoo.lit.score.ScoreModule`) and for a discrete DDPM
+  ε-model with a linear β table, read as a model of the VP SDE that table discretises
+  (Score SDE App. B–C, the "DDPM cont." rows of its Table 2;
+  :mod:`diffzoo.parameterization.vp_bridge`).
 * ``nll_vlb`` — a discrete-time model (:class:`~diffzoo.lit.diffusion.DiffusionModule`): the
   variational bound ``L_T + Σ L_{t−1} + L_0`` (DDPM eq. 5, Improved DDPM eqs. 4–6;
-  :func:`diffzoo.metrics.vlb.vlb_bits_per_dim`), a bound: larger than the ODE's value on
-  the same data for a model of the same quality.
+  :func:`diffzoo.metrics.vlb.vlb_bits_per_dim`), a bound: on the same DDPM model it is larger
+  than the ODE's value (Score SDE Table 2: ≤ 3.70 vs 3.28 bits/dim on CIFAR-10).
 
 Both score the first ``n`` images of a split, quantised to 8 bits as a PNG holds them
 (:func:`~diffzoo.metrics.data.load_split`). Example ``i`` draws its dequantisation noise,
@@ -69,12 +72,20 @@ class LikelihoodSetup:
 
 
 def _check_route(module, metric: str) -> None:
-    """Each route fits one kind of forward process: a message naming the other if not."""
+    """Each route fits some forward processes: a one-line message naming the schedule if not."""
     has_sde = hasattr(module.schedule, "prior_logp")
     has_discrete = hasattr(module.schedule, "alphas_cumprod")
     if metric == "nll_ode" and not has_sde:
-        raise ConfigError(f"metrics=[nll_ode] needs a score model with an SDE (schedule=vpsde | subvpsde | vesde), "
-                          f"not {type(module.schedule).__name__}; a discrete-time model reports metrics=[nll_vlb]")
+        if not has_discrete:
+            raise ConfigError(f"metrics=[nll_ode] needs a score model with an SDE (schedule=vpsde | subvpsde | vesde) or a "
+                              f"DDPM model with schedule=linear, not {type(module.schedule).__name__}")
+        from ..parameterization.vp_bridge import vpsde_of_schedule
+        from .ode_nll import beta_table_name
+
+        try:
+            vpsde_of_schedule(module.schedule, beta_table_name(module))
+        except ValueError as err:
+            raise ConfigError(f"metrics=[nll_ode] on a discrete-time model: {err}; this model reports metrics=[nll_vlb]") from None
     if metric == "nll_vlb" and not has_discrete:
         raise ConfigError(f"metrics=[nll_vlb] needs a discrete-time model (DiffusionModule), not a {type(module.schedule).__name__} "
                           "forward process; a score SDE model reports metrics=[nll_ode]")
@@ -88,6 +99,18 @@ def _vlb_variance(module, setup: LikelihoodSetup) -> str:
         return "learned_range"
     stored = ((module.run_config or {}).get("sampler") or {}).get("variance")
     return stored if stored in ("fixedlarge", "fixedsmall") else "fixedlarge"
+
+
+def _ode_route(module) -> dict:
+    """How ``nll_ode`` read the model: ``route="sde"``, or ``"ddpm_vpsde"`` with the VP SDE of its
+    β table and the network's time scale (:mod:`diffzoo.parameterization.vp_bridge`)."""
+    if hasattr(module.schedule, "prior_logp"):
+        return {"route": "sde"}
+    from ..parameterization.vp_bridge import vpsde_of_schedule
+
+    sde = vpsde_of_schedule(module.schedule)
+    return {"route": "ddpm_vpsde", "beta_min": sde.beta_min, "beta_max": sde.beta_max, "N": sde.N,
+            "time_scale": float(module.schedule.T - 1)}
 
 
 def _bits_per_dim(module, metric: str, x: torch.Tensor, gens, setup: LikelihoodSetup, use_ema: bool, info: dict) -> tuple[torch.Tensor, int]:
@@ -145,6 +168,7 @@ def likelihood_records(module, metrics, datamodule, setup: LikelihoodSetup, seed
         extra = {"unit": "bits/dim", "num_levels": setup.num_levels, "split": setup.split, "batch_size": setup.batch_size}
         if metric == "nll_ode":
             extra.update(hutchinson=setup.hutchinson, rtol=setup.rtol, atol=setup.atol, dequantization="uniform")
+            extra.update(_ode_route(module))
         else:
             extra.update(variance=info["variance"], steps=min(setup.steps or module.schedule.T, module.schedule.T), clip_x0=setup.clip_x0)
         records.append(MetricRecord(

@@ -1,4 +1,4 @@
-"""NLL in bits/dim of a trained score SDE model by the probability-flow ODE (Score SDE §4.3).
+"""NLL in bits/dim of a trained model by the probability-flow ODE (Score SDE §4.3).
 
     python -m diffzoo.metrics.ode_nll runs/sde_vp_digits/.../checkpoints/last.ckpt --n 256
 
@@ -10,6 +10,12 @@ probability-flow ODE with the Hutchinson divergence estimator
 Rademacher probe per example, as the reference ``likelihood.py``). Bits/dim then follow
 :func:`diffzoo.likelihood.bits_per_dim` with the model's data range (offset 7 bits for ``[−1, 1]``,
 8 for ``[0, 1]``: the same density of the same data, in the two coordinate systems).
+
+Two kinds of model have a probability-flow ODE (:func:`probability_flow_of`): a score model
+with an SDE (:class:`~diffzoo.lit.score.ScoreModule`), and a discrete DDPM ε-model with a linear
+β table (:class:`~diffzoo.lit.diffusion.DiffusionModule`), read as a model of the VP SDE that
+table discretises (Score SDE App. B–C, "DDPM cont."; :mod:`diffzoo.parameterization.vp_bridge`).
+The latter's ODE NLL and its discrete VLB (:mod:`diffzoo.metrics.vlb`) then score the same network.
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
 from ..likelihood import bits_per_dim, ode_log_likelihood, uniform_dequantize
+from ..parameterization.vp_bridge import ddpm_as_vpsde
 from ..utils.random import GeneratorLike, derive_seed, per_sample_generators
 
-__all__ = ["ODENLL", "ode_nll", "ode_nll_of_checkpoint", "main"]
+__all__ = ["ODENLL", "ProbabilityFlow", "probability_flow_of", "beta_table_name", "ode_nll", "ode_nll_of_checkpoint", "main"]
 
 
 class ODENLL(NamedTuple):
@@ -34,6 +41,43 @@ class ODENLL(NamedTuple):
     bits_per_dim: torch.Tensor
     nll: torch.Tensor
     nfe: int
+
+
+class ProbabilityFlow(NamedTuple):
+    """What the ODE likelihood needs of a model: ``score_fn(x, t)`` in the model's coordinates,
+    the forward ``sde``, the map ``to_model`` from data in ``[−1, 1]`` to those coordinates, their
+    ``data_range``, and ``route`` (``"sde"`` for a score model, ``"ddpm_vpsde"`` for a DDPM model)."""
+
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    sde: object
+    to_model: Callable[[torch.Tensor], torch.Tensor]
+    data_range: tuple[float, float]
+    route: str
+
+
+def beta_table_name(module) -> str | None:
+    """The name of a discrete model's β table from its stored run config (``"linear_betas"``,
+    ``"cosine_betas"`` …), or ``None`` when the config does not say."""
+    betas = (((getattr(module, "run_config", None) or {}).get("schedule") or {}).get("betas") or {})
+    target = betas.get("_target_") if isinstance(betas, dict) else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def probability_flow_of(module, use_ema: bool = True) -> ProbabilityFlow:
+    """The probability-flow ODE of ``module``: a ScoreModule's own SDE and score, or, for a
+    DiffusionModule with DDPM's linear β table, the VP SDE it discretises and the score
+    ``−ε_θ(x, (T−1)t)/σ(t)`` (:func:`diffzoo.parameterization.vp_bridge.ddpm_as_vpsde`).
+
+    Raises ``ValueError`` (one line naming the schedule) for any other forward process."""
+    schedule = module.schedule
+    if hasattr(schedule, "prior_logp"):
+        return ProbabilityFlow(module.score_fn(use_ema), schedule, module.to_model, module.model_data_range, "sde")
+    if hasattr(schedule, "alphas_cumprod"):
+        name = beta_table_name(module)
+        bridge = ddpm_as_vpsde(module.denoiser(use_ema), schedule, channels=module.data_shape[0], name=name)
+        return ProbabilityFlow(bridge.score_fn, bridge.sde, lambda x: x, (-1.0, 1.0), "ddpm_vpsde")
+    raise ValueError(f"ode_nll needs a model with an SDE forward process (or a DDPM model with linear β), "
+                     f"not {type(schedule).__name__}")
 
 
 def ode_nll(
@@ -49,10 +93,11 @@ def ode_nll(
     prior_logp=None,
     generator: GeneratorLike = None,
 ) -> ODENLL:
-    """Bits/dim of ``x`` under a :class:`~diffzoo.lit.score.ScoreModule` with an SDE.
+    """Bits/dim of ``x`` under a :class:`~diffzoo.lit.score.ScoreModule` with an SDE, or a
+    :class:`~diffzoo.lit.diffusion.DiffusionModule` with DDPM's linear β (:func:`probability_flow_of`).
 
     Args:
-        module: the model (its ``schedule`` must be an SDE; ``to_model`` maps data to its coordinates).
+        module: the model.
         x: ``[B, …]`` data in ``[−1, 1]``; with ``dequantize`` it is snapped to ``num_levels``
             levels and dequantised, otherwise taken as continuous (then ``num_levels`` only sets
             the bits/dim offset).
@@ -62,19 +107,18 @@ def ode_nll(
             per example — then example ``i``'s result depends on its own generator only).
     Returns: :class:`ODENLL`.
     """
-    if not hasattr(module.schedule, "prior_logp"):
-        raise ValueError(f"ode_nll needs a model with an SDE forward process, not {type(module.schedule).__name__}")
+    flow = probability_flow_of(module, use_ema)
     if dequantize:
         x = uniform_dequantize(x, generator, data_range=(-1.0, 1.0), num_levels=num_levels)
     was_training = module.training
     module.eval()
     try:
-        ll = ode_log_likelihood(module.score_fn(use_ema), module.schedule, module.to_model(x), hutchinson=hutchinson,
+        ll = ode_log_likelihood(flow.score_fn, flow.sde, flow.to_model(x), hutchinson=hutchinson,
                                 rtol=rtol, atol=atol, eps=eps, prior_logp=prior_logp, generator=generator)
     finally:
         module.train(was_training)
     nll = -ll.log_likelihood
-    bpd = bits_per_dim(nll, x[0].numel(), data_range=module.model_data_range, num_levels=num_levels)
+    bpd = bits_per_dim(nll, x[0].numel(), data_range=flow.data_range, num_levels=num_levels)
     return ODENLL(bpd, nll, ll.nfe)
 
 
