@@ -23,7 +23,7 @@ SETTINGS = {
     "full": {
         "train": [dict(name="digits", batch=32, steps=10, repeats=5),
                   dict(name="cifar10", batch=4, steps=3, repeats=3, fast_paths=False)],
-        "sampling": [dict(kind="ddim", steps=50, batch=16, repeats=3), dict(kind="ddpm", steps=100, batch=16, repeats=3)],
+        "sampling": [dict(kind="ddim", steps=50, batch=16, repeats=7), dict(kind="ddpm", steps=100, batch=16, repeats=7)],
         "overhead": dict(batch=16, steps=200, repeats=5),
         "memory": dict(name="cifar10", batch=4, repeats=3),
         "quality": dict(n=4000),
