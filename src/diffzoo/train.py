@@ -99,6 +99,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         plan = plan_resume(cfg.get("resume", "auto"), cfg.get("ckpt_path"), run_dir)
         ckpt = load_checkpoint(plan.path) if plan.path is not None else None
+        resume_step = int(ckpt.get("global_step", 0)) if ckpt is not None and plan.own else None
         if plan.own and _finished(cfg, ckpt):
             return _already_finished(run_dir, int(ckpt["global_step"]), is_rank_zero)
         if is_rank_zero:
@@ -115,6 +116,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         del ckpt
 
         loggers[:] = _instantiate_dict(cfg.get("logger"))
+        for lg in loggers:
+            if hasattr(lg, "resume_step"):  # keep the interrupted run's rows before the checkpoint
+                lg.resume_step = resume_step
         callbacks = _instantiate_dict(cfg.get("callbacks"))
         trainer: L.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)

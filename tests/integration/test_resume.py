@@ -38,3 +38,20 @@ def test_resume_is_bit_exact(tmp_path):
         assert torch.equal(value, b["state_dict"][key]), key
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _csv_steps(run_dir):
+    import csv
+
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        return sorted(int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss"))
+
+
+def test_csv_log_keeps_the_history_of_a_resumed_run(tmp_path):
+    """Lightning's CSVLogger empties metrics.csv when a run writes to its folder again; a resumed run
+    keeps the rows before its checkpoint (and logs the later ones once)."""
+    run = tmp_path / "run"
+    _run(run, 3)
+    assert _csv_steps(run) == [0, 1, 2]
+    _run(run, 6)
+    assert _csv_steps(run) == [0, 1, 2, 3, 4, 5]
