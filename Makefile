@@ -13,6 +13,7 @@ help:
 	@echo "make train   - set up, then train the default model (DDPM on 8x8 digits, 5-10 min on 2 CPU cores)"
 	@echo "make test    - set up, then run the fast test suite"
 	@echo "make test-full - fast + slow tests"
+	@echo "make bench   - speed / memory / quality-per-NFE tables vs a bare loop and diffusers (CPU, a few minutes)"
 	@echo "make reproduce-ddpm-cifar [SMOKE=1] [DATA_DIR=...] - the DDPM CIFAR-10 paper recipe"
 	@echo "ARGS='key=value ...' passes Hydra overrides, e.g. make train ARGS='trainer.max_steps=500'"
 
