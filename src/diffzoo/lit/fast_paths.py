@@ -85,7 +85,13 @@ def apply_fast_paths(module: torch.nn.Module, node: Mapping[str, Any] | FastPath
     torch.set_float32_matmul_precision(paths.matmul_precision)
     if paths.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    nets = [module.net]
+    net = getattr(module, "net", None)
+    if net is None:  # e.g. SGLD's posterior over two parameters: nothing to convert or compile
+        asked = [k for k in ("channels_last", "compile", "activation_checkpointing") if getattr(paths, k)]
+        if asked:
+            raise ConfigError(f"perf.{asked[0]}=true but {type(module).__name__} has no network; set it to false")
+        return paths
+    nets = [net]
     ema = getattr(module, "ema", None)
     if ema is not None:
         nets.append(ema.shadow)
