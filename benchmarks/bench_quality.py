@@ -91,6 +91,8 @@ class QualityTable:
         ax.axhline(self.floor, color="k", linestyle=":", label="true vs true")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks([5, 10, 20, 50, 100], labels=["5", "10", "20", "50", "100"])
+        ax.minorticks_off()
         ax.set_xlabel("network evaluations (NFE)")
         ax.set_ylabel("sliced Wasserstein-2 to the true mixture")
         ax.set_title("Samplers with the exact ε of an 8-Gaussian mixture")
