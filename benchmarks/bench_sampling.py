@@ -89,8 +89,6 @@ def sampler_overhead_section(batch: int, steps: int, repeats: int) -> Section:
     """Microseconds per step spent by each sampler outside the network (the net is ``0.1·x``)."""
     import diffusers
 
-    from diffzoo.samplers import ddim, ddpm
-
     x_T = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
     def trivial(x, t):

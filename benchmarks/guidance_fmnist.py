@@ -28,15 +28,13 @@ import torch
 
 
 def _train(experiment: str, run_dir: Path, overrides: list[str]) -> Path:
-    from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from diffzoo.config import CONFIG_DIR
+    from diffzoo.config import compose_config
     from diffzoo.train import train
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={experiment}", "logger=csv", "final_samples=0",
-                                                      "callbacks.evaluation=null", *overrides])
+    cfg = compose_config("train", [f"experiment={experiment}", "logger=csv", "final_samples=0",
+                                   "callbacks.evaluation=null", *overrides])
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
     train(cfg)

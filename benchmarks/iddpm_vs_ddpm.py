@@ -39,12 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from diffzoo.config import compose_config
 
-    from diffzoo.config import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def train_one(experiment: str, steps: int, seed: int, run_dir: Path) -> Path:

@@ -30,12 +30,9 @@ MAIN_MODE_WEIGHT = 0.8
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from diffzoo.config import compose_config
 
-    from diffzoo.config import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def train_ncsn_toy(run_dir: Path, steps: int | None, seed: int) -> Path:

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import CONFIG_DIR, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -29,12 +28,19 @@ TINY = [
 
 def compose_train(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
     """Compose ``train.yaml`` with ``overrides`` (as the CLI would) and set ``run_dir``."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     if run_dir is not None:
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
     return cfg
+
+
+def train_tiny(experiment: str, run_dir: Path, *overrides: str) -> Path:
+    """Train ``experiment`` with the :data:`TINY` budget into ``run_dir``; return its ``last.ckpt``."""
+    from diffzoo.train import train
+
+    train(compose_train([f"experiment={experiment}", *TINY, *overrides], run_dir=run_dir))
+    return run_dir / "checkpoints" / "last.ckpt"
 
 
 def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

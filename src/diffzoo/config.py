@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 __all__ = [
-    "CONFIG_DIR", "RUN_DIR_ENV", "RUN_MANAGEMENT_KEYS", "register_resolvers", "resolve_run_dir",
+    "CONFIG_DIR", "RUN_DIR_ENV", "RUN_MANAGEMENT_KEYS", "compose_config", "register_resolvers", "resolve_run_dir",
     "hydra_runtime", "stable_run_id", "slurm_job_id", "sweep_group", "wandb_offline",
 ]
 
@@ -22,6 +22,15 @@ RUN_DIR_ENV = "DIFFZOO_RUN_DIR"  # set by rank 0 so that every DDP rank uses its
 # Keys that say *where / how* a run is managed, not *what* it trains: they do not change the run id
 # (also listed in hydra.job.config.override_dirname.exclude_keys, conf/hydra/default.yaml).
 RUN_MANAGEMENT_KEYS = ("run_id", "run_dir", "ckpt_path", "resume", "hparams_search")
+
+
+def compose_config(config_name: str = "train", overrides=(), return_hydra_config: bool = False) -> DictConfig:
+    """Compose a shipped config (``train``, ``sample``, ``eval``, ``ddim_table``, ``edit``, …) with
+    command-line style ``overrides``, as the entry points would — for scripts, notebooks and tests."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def slurm_job_id() -> str | None:

@@ -92,18 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     args.overrides = overrides
 
     import torch
-    from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from .config import CONFIG_DIR
+    from .config import compose_config
     from .train import train
 
     try:
         n_gpus = 0 if args.smoke else torch.cuda.device_count()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            paper = compose(config_name="train", overrides=[f"experiment={args.experiment}"])
-            overrides = plan_overrides(args.experiment, n_gpus, int(paper.data.batch_size), args.data_dir, args.smoke)
-            cfg = compose(config_name="train", overrides=overrides + list(args.overrides))
+        paper = compose_config("train", [f"experiment={args.experiment}"])
+        overrides = plan_overrides(args.experiment, n_gpus, int(paper.data.batch_size), args.data_dir, args.smoke)
+        cfg = compose_config("train", overrides + list(args.overrides))
         _print_plan(cfg, n_gpus, args.smoke)
         if args.smoke:
             _ensure_smoke_data(cfg)

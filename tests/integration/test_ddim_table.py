@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import compose_config
 from diffzoo.ddim_table import SIGMA_HAT, ddim_table
 from diffzoo.errors import ConfigError
 from tests.integration.test_eval_cli import write_tiny_checkpoint
@@ -22,10 +21,9 @@ def shared_cache(tmp_path_factory):
 
 
 def _cfg(ckpt, out, cache, *extra):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="ddim_table", overrides=[
-            f"ckpt_path={ckpt}", "n=16", "steps=[2,4]", "etas=[0.0,1.0]", "sigma_hat=true", "metrics=[fid,kid]", "kid.subsets=5",
-            "classifier.epochs=2", "accelerator=cpu", "progress=false", "save_samples=true", f"out={out}", f"paths.cache_dir={cache}", *extra])
+    return compose_config(config_name="ddim_table", overrides=[
+        f"ckpt_path={ckpt}", "n=16", "steps=[2,4]", "etas=[0.0,1.0]", "sigma_hat=true", "metrics=[fid,kid]", "kid.subsets=5",
+        "classifier.epochs=2", "accelerator=cpu", "progress=false", "save_samples=true", f"out={out}", f"paths.cache_dir={cache}", *extra])
 
 
 def test_ddim_table_files_shape_nfe_and_seeding(tmp_path, shared_cache):

@@ -4,9 +4,8 @@ name the key and the valid values."""
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import compose_config
 from diffzoo.data.synthetic import write_fake_cifar10
 from diffzoo.edit import edit, make_mask
 from diffzoo.errors import ConfigError
@@ -17,8 +16,7 @@ FAST = ["steps=4", "progress=false", "accelerator=cpu"]
 
 
 def _cfg(ckpt, out, *extra):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="edit", overrides=[f"ckpt_path={ckpt}", f"out={out}", *FAST, *extra])
+    return compose_config(config_name="edit", overrides=[f"ckpt_path={ckpt}", f"out={out}", *FAST, *extra])
 
 
 @pytest.mark.parametrize("experiment, mask", [("sde_vp_digits", "center"), ("sde_ve_digits", "random"), ("sde_vp_digits", "left_half")])

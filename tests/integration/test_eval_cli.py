@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import CONFIG_DIR, compose_config
 from diffzoo.lit.build import build_module
 from tests.helpers import run_cli
 
@@ -119,31 +119,24 @@ def test_inception_offline_fails_at_once_with_instructions(tmp_path):
 
 
 def test_bad_option_names_the_key(tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from diffzoo.errors import ConfigError
     from diffzoo.evaluate import evaluate
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "metrics=[fid,precision]"])
+    cfg = compose_config(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "metrics=[fid,precision]"])
     with pytest.raises(ConfigError, match=r"metrics=.*'fid', 'kid', 'is'"):
         evaluate(cfg)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "shard=padded"])
+    cfg = compose_config(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "shard=padded"])
     with pytest.raises(ConfigError, match=r"shard='padded' is not one of \['contiguous', 'strided'\]"):
         evaluate(cfg)
 
 
 def test_sampler_override_is_recorded_with_its_nfe_and_eta(tmp_path, shared_cache):
-    from hydra import compose, initialize_config_dir
-
     from diffzoo.evaluate import evaluate
 
     ckpt = write_tiny_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")  # trained with ddpm
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[
-            f"ckpt_path={ckpt}", "n=20", "batch_size=8", "sampler=ddim", "sampler.steps=5", "sampler.eta=0.5",
-            "metrics=[fid]", "classifier.epochs=3", "progress=false", f"paths.cache_dir={shared_cache}"])
+    cfg = compose_config(config_name="eval", overrides=[
+        f"ckpt_path={ckpt}", "n=20", "batch_size=8", "sampler=ddim", "sampler.steps=5", "sampler.eta=0.5",
+        "metrics=[fid]", "classifier.epochs=3", "progress=false", f"paths.cache_dir={shared_cache}"])
     summary = evaluate(cfg)
     record = summary["records"][0]
     assert (record["name"], record["sampler"], record["nfe"], record["eta"]) == ("fid_digits20", "ddim", 5, 0.5)

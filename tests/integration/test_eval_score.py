@@ -8,10 +8,9 @@ import math
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from diffzoo.callbacks.evaluation import Evaluation
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import CONFIG_DIR, compose_config
 from diffzoo.data import DigitsDataModule
 from diffzoo.errors import ConfigError
 from diffzoo.evaluate import evaluate
@@ -29,10 +28,9 @@ def shared_cache(tmp_path_factory):
 
 
 def _eval(ckpt, out, cache, *extra):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[
-            f"ckpt_path={ckpt}", f"n={N}", "batch_size=4", "accelerator=cpu", "progress=false", "classifier.epochs=2", "kid.subsets=5",
-            f"out={out}", f"paths.cache_dir={cache}", *extra])
+    cfg = compose_config(config_name="eval", overrides=[
+        f"ckpt_path={ckpt}", f"n={N}", "batch_size=4", "accelerator=cpu", "progress=false", "classifier.epochs=2", "kid.subsets=5",
+        f"out={out}", f"paths.cache_dir={cache}", *extra])
     return evaluate(cfg)
 
 

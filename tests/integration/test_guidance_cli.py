@@ -7,21 +7,18 @@ import pytest
 from omegaconf import OmegaConf
 
 from diffzoo.sample import sample
-from diffzoo.train import train
-from tests.helpers import TINY, compose_train, run_cli
+from tests.helpers import compose_train, run_cli, train_tiny
 
 
 @pytest.fixture(scope="module")
 def cfg_ckpt(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("cfg_run")
-    train(compose_train(["experiment=cfg_digits", *TINY, "net.base_channels=16"], run_dir=run_dir))
-    return run_dir / "checkpoints" / "last.ckpt"
+    return train_tiny("cfg_digits", tmp_path_factory.mktemp("cfg_run"), "net.base_channels=16")
 
 
 @pytest.fixture(scope="module")
 def classifier_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cls_run")
-    train(compose_train(["experiment=adm_classifier_digits", *TINY, "net.base_channels=16", "net.num_head_channels=16"], run_dir=run_dir))
+    train_tiny("adm_classifier_digits", run_dir, "net.base_channels=16", "net.num_head_channels=16")
     return run_dir
 
 

@@ -11,21 +11,18 @@ from diffzoo.guidance import ClassifierGuidance, ScoreClassifierGuidance, check_
 from diffzoo.lit.build import build_module, load_module
 from diffzoo.sample import sample
 from diffzoo.train import train
-from tests.helpers import TINY, compose_train, run_cli
+from tests.helpers import TINY, compose_train, run_cli, train_tiny
 
 
 @pytest.fixture(scope="module")
 def sde_ckpt(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("sde_vp_run")
-    train(compose_train(["experiment=sde_vp_digits", *TINY, "net.base_channels=16"], run_dir=run_dir))
-    return run_dir / "checkpoints" / "last.ckpt"
+    return train_tiny("sde_vp_digits", tmp_path_factory.mktemp("sde_vp_run"), "net.base_channels=16")
 
 
 @pytest.fixture(scope="module")
 def sde_classifier_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sde_cls_run")
-    train(compose_train(["experiment=sde_classifier_digits", *TINY, "net.base_channels=16", "net.num_head_channels=16"],
-                        run_dir=run_dir))
+    train_tiny("sde_classifier_digits", run_dir, "net.base_channels=16", "net.num_head_channels=16")
     return run_dir
 
 

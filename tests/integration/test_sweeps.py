@@ -5,9 +5,8 @@ the returned metric; DDP inside a sweep makes no duplicate dirs."""
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import compose_config
 from tests.helpers import TINY, run_cli
 from tests.integration.test_wandb import offline_runs, summarize
 
@@ -61,9 +60,8 @@ def test_submitit_local_two_jobs(tmp_path):
 
 @pytest.mark.parametrize("preset", ["slurm", "slurm_gpu"])
 def test_slurm_presets_compose(preset):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"hydra/launcher={preset}", "hydra.launcher.gpus_per_node=4",
-                                                      "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    cfg = compose_config(config_name="train", overrides=[f"hydra/launcher={preset}", "hydra.launcher.gpus_per_node=4",
+                                                  "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.additional_parameters.requeue is True

@@ -10,15 +10,13 @@ Built on the meta device: no memory, no time.
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from diffzoo.config import CONFIG_DIR
+from diffzoo.config import compose_config
 
 
 def _net(name):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"net={name}"])
+    cfg = compose_config(config_name="train", overrides=[f"net={name}"])
     with torch.device("meta"):
         return instantiate(cfg.net)
 
