@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +27,8 @@ LR = 2e-4
 WARMUP = 5000
 
 
-def _loader(name: str, batch: int, seed: int = 0, n: int = 512):
+def loader(name: str, batch: int, seed: int = 0, n: int = 512, **loader_kwargs):
+    """An endless loader of ``n`` random uint8 images shaped for net ``name`` (our resumable sampler)."""
     from torch.utils.data import DataLoader
 
     from diffzoo.data.base import InMemoryDataset, collate_batch
@@ -36,7 +38,8 @@ def _loader(name: str, batch: int, seed: int = 0, n: int = 512):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, cfg["in_channels"], cfg["image_size"], cfg["image_size"]), generator=g, dtype=torch.uint8)
     dataset = InMemoryDataset(images)
-    return DataLoader(dataset, batch_sampler=InfiniteBatchSampler(n, batch, seed, 0, 1), collate_fn=collate_batch)
+    return DataLoader(dataset, batch_sampler=InfiniteBatchSampler(n, batch, seed, 0, 1), collate_fn=collate_batch,
+                      **loader_kwargs)
 
 
 def _warmup_lambda(step: int) -> float:
@@ -73,7 +76,7 @@ class _BareLoop(_Loop):
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.autocast = precision == "bf16-mixed"
-        self.batches = iter(_loader(name, batch))
+        self.batches = iter(loader(name, batch))
 
     def step(self) -> None:
         x0 = next(self.batches)["x"]
@@ -107,7 +110,7 @@ class _DiffusersLoop(_Loop):
         self.ema = EMAModel(self.net.parameters(), decay=0.9999, use_ema_warmup=False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=LR)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _warmup_lambda)
-        self.batches = iter(_loader(name, batch))
+        self.batches = iter(loader(name, batch))
 
     def step(self) -> None:
         x0 = next(self.batches)["x"]
@@ -123,38 +126,37 @@ class _DiffusersLoop(_Loop):
         self.ema.step(self.net.parameters())
 
 
-class _StepTimer:
-    """Lightning callback: wall time from the start of step ``skip`` to the end of the last step."""
+class StepTimer(L.Callback):
+    """Wall time from the start of step ``skip`` to the end of the last step of a fit."""
 
     def __init__(self, skip: int):
-        import lightning as L
+        self.skip, self.start, self.end = skip, 0.0, 0.0
 
-        class _Timer(L.Callback):
-            def __init__(cb):
-                cb.start = cb.end = 0.0
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.skip:
+            self.start = time.perf_counter()
 
-            def on_train_batch_start(cb, trainer, module, batch, batch_idx):
-                if trainer.global_step == skip:
-                    cb.start = time.perf_counter()
-
-            def on_train_batch_end(cb, trainer, module, outputs, batch, batch_idx):
-                cb.end = time.perf_counter()
-
-        self.callback = _Timer()
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.end = time.perf_counter()
 
 
-class _LightningRun:
+class LightningRun:
     """Our ``DiffusionModule`` (built from the shipped configs) fitted by a bare-bones Trainer
-    (no logger, checkpoints or progress bar: what is timed is the step, not the I/O)."""
+    (no logger, checkpoints or progress bar: what is timed is the step, not the I/O).
 
-    def __init__(self, name: str, batch: int, precision: str = "32-true", perf: dict | None = None):
+    ``lr_warmup``: DDPM's linear warm-up (as the bare loop); ``data``: keyword arguments of
+    :func:`loader` (``n``, ``num_workers``, ``pin_memory``, …)."""
+
+    def __init__(self, name: str, batch: int, precision: str = "32-true", perf: dict | None = None,
+                 accelerator: str = "cpu", lr_warmup: bool = True, data: dict | None = None):
         from diffzoo.lit.fast_paths import apply_fast_paths
 
-        self.name, self.batch, self.precision = name, batch, precision
-        self.module = self._build()
+        self.name, self.batch, self.precision, self.accelerator = name, batch, precision, accelerator
+        self.data = data or {}
+        self.module = self._build(lr_warmup)
         apply_fast_paths(self.module, perf or {})
 
-    def _build(self):
+    def _build(self, lr_warmup: bool):
         from diffzoo.lit import DiffusionModule
         from diffzoo.objectives import SimpleLoss
         from diffzoo.optim.warmup import linear_warmup
@@ -165,20 +167,19 @@ class _LightningRun:
         return DiffusionModule(
             net=our_unet(self.name), schedule=DiscreteSchedule(linear_betas(T)), objective=SimpleLoss(),
             sampler=ddpm, optimizer=partial(torch.optim.Adam, lr=LR),
-            lr_scheduler=partial(linear_warmup, warmup_steps=WARMUP), ema_decay=0.9999,
+            lr_scheduler=partial(linear_warmup, warmup_steps=WARMUP) if lr_warmup else None, ema_decay=0.9999,
         )
 
     def run(self, steps: int, skip: int = 2) -> float:
-        import lightning as L
-
-        timer = _StepTimer(skip).callback
+        """Seconds per step over ``steps`` steps after ``skip`` warm-up steps (compilation, caches)."""
+        timer = StepTimer(skip)
         trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_steps=skip + steps, precision=self.precision, gradient_clip_val=1.0,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[timer], limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
-            log_every_n_steps=50,
+            accelerator=self.accelerator, devices=1, max_steps=skip + steps, precision=self.precision,
+            gradient_clip_val=1.0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[timer], limit_val_batches=0, num_sanity_val_steps=0,
+            use_distributed_sampler=False, log_every_n_steps=50,
         )
-        trainer.fit(self.module, train_dataloaders=_loader(self.name, self.batch))
+        trainer.fit(self.module, train_dataloaders=loader(self.name, self.batch, **self.data))
         return (timer.end - timer.start) / steps
 
 
@@ -191,7 +192,7 @@ def train_step_section(name: str, batch: int, steps: int, repeats: int, fast_pat
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     bare = _BareLoop(name, batch)
-    ours = _LightningRun(name, batch)
+    ours = LightningRun(name, batch)
     variants = {"bare PyTorch loop": partial(bare.run, steps), "diffzoo (Lightning Trainer)": partial(ours.run, steps)}
     notes = [f"net {name}: {num_parameters(bare.net) / 1e6:.2f}M parameters, batch {batch}, {steps} steps per block, "
              f"median of {repeats} interleaved blocks"]
@@ -204,11 +205,11 @@ def train_step_section(name: str, batch: int, steps: int, repeats: int, fast_pat
             notes.append("diffusers not installed (pip install -e .[bench]): its row is skipped")
     if fast_paths:
         variants["bare loop + bf16 autocast"] = partial(_BareLoop(name, batch, precision="bf16-mixed").run, steps)
-        variants["diffzoo + bf16-mixed"] = partial(_LightningRun(name, batch, precision="bf16-mixed").run, steps)
-        variants["diffzoo + channels_last"] = partial(_LightningRun(name, batch, perf={"channels_last": True}).run, steps)
-        variants["diffzoo + fused Adam"] = partial(_LightningRun(name, batch, perf={"fused_optimizer": True}).run, steps)
+        variants["diffzoo + bf16-mixed"] = partial(LightningRun(name, batch, precision="bf16-mixed").run, steps)
+        variants["diffzoo + channels_last"] = partial(LightningRun(name, batch, perf={"channels_last": True}).run, steps)
+        variants["diffzoo + fused Adam"] = partial(LightningRun(name, batch, perf={"fused_optimizer": True}).run, steps)
     if compile:
-        variants["diffzoo + torch.compile"] = partial(_LightningRun(name, batch, perf={"compile": True}).run, steps)
+        variants["diffzoo + torch.compile"] = partial(LightningRun(name, batch, perf={"compile": True}).run, steps)
     seconds = interleave(variants, repeats=repeats, warmup=1)
     section = Section(f"Training step — {name} U-Net, batch {batch}", baseline="bare PyTorch loop",
                       higher_is_better=True, notes=notes)

@@ -126,35 +126,14 @@ def train_flops(batch: int) -> float:
 
 
 def lightning_images_per_s(batch: int, steps: int, precision: str, perf: dict) -> float:
-    """Our DiffusionModule through a bare-bones Lightning Trainer (no logger / checkpoints)."""
-    from functools import partial
+    """Our DiffusionModule through a bare-bones Lightning Trainer (no logger / checkpoints), fed by
+    4 loader workers (pinned memory on a GPU)."""
+    from benchmarks.bench_train import LightningRun
 
-    import lightning as L
-    from torch.utils.data import DataLoader
-
-    from benchmarks.bench_train import _StepTimer
-    from diffzoo.data.base import InMemoryDataset, collate_batch
-    from diffzoo.data.sampler import InfiniteBatchSampler
-    from diffzoo.lit import DiffusionModule
-    from diffzoo.lit.fast_paths import apply_fast_paths
-    from diffzoo.objectives import SimpleLoss
-    from diffzoo.samplers import ddpm
-    from diffzoo.schedules import DiscreteSchedule, linear_betas
-
-    torch.manual_seed(0)
-    module = DiffusionModule(net=our_unet("cifar10"), schedule=DiscreteSchedule(linear_betas(T)), objective=SimpleLoss(),
-                             sampler=ddpm, optimizer=partial(torch.optim.Adam, lr=2e-4), ema_decay=0.9999)
-    apply_fast_paths(module, perf)
-    data = InMemoryDataset(torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8))
-    loader = DataLoader(data, batch_sampler=InfiniteBatchSampler(len(data), batch, 0), collate_fn=collate_batch,
-                        num_workers=4, pin_memory=DEVICE == "cuda", persistent_workers=True)
-    skip = 5
-    timer = _StepTimer(skip).callback
-    trainer = L.Trainer(accelerator="gpu" if DEVICE == "cuda" else "cpu", devices=1, max_steps=skip + steps, precision=precision, gradient_clip_val=1.0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[timer], limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False)
-    trainer.fit(module, train_dataloaders=loader)
-    return batch * steps / (timer.end - timer.start)
+    data = dict(n=4096, num_workers=4, pin_memory=DEVICE == "cuda", persistent_workers=True)
+    run = LightningRun("cifar10", batch, precision, perf, accelerator="gpu" if DEVICE == "cuda" else "cpu",
+                       lr_warmup=False, data=data)
+    return batch / run.run(steps, skip=5)
 
 
 def sampling_images_per_s(kind: str, batch: int, bf16: bool, compile: bool = False, channels_last: bool = False) -> float:
