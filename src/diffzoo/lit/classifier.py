@@ -41,6 +41,18 @@ class TimeBucketedClassifier(GenerativeModule):
     buckets: list = []
     _preview: torch.Tensor | None = None
 
+    def _set_parts(self, net: nn.Module, schedule: nn.Module, optimizer, lr_scheduler, data_shape, seed: int) -> None:
+        """What every classifier module holds (see :class:`~diffzoo.lit.base.GenerativeModule`);
+        no EMA, as ADM's and Score SDE's classifier training."""
+        self.net = net
+        self.schedule = schedule
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.ema = None
+        self.data_shape = tuple(data_shape) if data_shape is not None else (net.in_channels, net.image_size, net.image_size)
+        self.seed = seed
+        self._preview = None
+
     def bucket_name(self, lo, hi) -> str:
         return f"t{lo}-{hi}"
 
@@ -120,15 +132,8 @@ class NoisyClassifierModule(TimeBucketedClassifier):
         super().__init__()
         if objective is not None or sampler is not None:
             raise ValueError("a noise-aware classifier has no objective or sampler; set objective=null sampler=null")
-        self.net = net
-        self.schedule = schedule
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.ema = None  # ADM's classifier_train.py keeps no EMA
-        self.data_shape = tuple(data_shape) if data_shape is not None else (net.in_channels, net.image_size, net.image_size)
-        self.seed = seed
+        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed)
         self.buckets = t_bucket_ranges(schedule.T, int(t_buckets))
-        self._preview: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ the model
     def classify(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

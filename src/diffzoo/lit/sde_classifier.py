@@ -86,16 +86,9 @@ class SDEClassifierModule(TimeBucketedClassifier):
             raise ConfigError(f"model.eps must lie in (0, {schedule.T}), got {eps}")
         if not time_scale > 0:
             raise ConfigError(f"model.time_scale must be > 0, got {time_scale}")
-        self.net = net
-        self.schedule = schedule
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.ema = None  # as ADM's and Score SDE's classifiers: no EMA
-        self.data_shape = tuple(data_shape) if data_shape is not None else (net.in_channels, net.image_size, net.image_size)
-        self.seed = seed
+        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed)
         self.eps, self.time_scale, self.data_transform = float(eps), float(time_scale), data_transform
         self.buckets = t_ranges(self.eps, float(schedule.T), int(t_buckets))
-        self._preview: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ the model
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
