@@ -71,7 +71,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         box = {}
         y = labels_for_indices(idx, cfg.get("y"), num_classes).to(module.device) if needs_labels else None
         labels.append(y.cpu() if y is not None else None)
-        kwargs = {"y": y, "guidance": guidance} if guidance is not None else ({"y": y} if y is not None else {})
+        kwargs = {k: v for k, v in (("y", y), ("guidance", guidance)) if v is not None}
         x = module.sample(x_T=x_T.to(module.device), generator=gens, use_ema=cfg.use_ema, steps=steps,
                           callback=lambda d: box.__setitem__("nfe", d["nfe"]), **kwargs)
         nfe = box.get("nfe", 0)
@@ -104,9 +104,9 @@ def _guidance(cfg: DictConfig, module) -> tuple[Any, str | None, float | None]:
         return None, None, None
     from hydra.utils import instantiate
 
-    from .guidance import NoGuidance
-
     from .errors import ConfigError
+    from .guidance import NoGuidance
+    from .guidance.score import check_guidance_fits
 
     missing = [k for k in cfg.guidance if OmegaConf.is_missing(cfg.guidance, k)]
     if missing:
@@ -119,12 +119,8 @@ def _guidance(cfg: DictConfig, module) -> tuple[Any, str | None, float | None]:
     guidance = instantiate(gcfg)
     if isinstance(guidance, NoGuidance):
         return None, None, None
-    from .guidance.score import check_guidance_fits
-
     check_guidance_fits(guidance, module)  # Score SDE models take a continuous-time classifier, the others not
-    name = {"ClassifierFreeGuidance": "cfg", "ClassifierGuidance": "classifier",
-            "ScoreClassifierGuidance": "classifier"}.get(type(guidance).__name__, type(guidance).__name__)
-    return guidance.to(module.device), name, float(guidance.scale)
+    return guidance.to(module.device), getattr(guidance, "name", type(guidance).__name__), float(guidance.scale)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

@@ -91,6 +91,8 @@ class Guidance(nn.Module):
 class NoGuidance(Guidance):
     """The model as it is: ``eps_fn(x, t) = model_fn(x, t, y)`` (``y`` may be ``None``)."""
 
+    name = "none"  # in output folders and summaries
+
     def forward(self, model_fn: ModelFn, schedule: DiscreteSchedule, y: torch.Tensor | None,
                 null_class: int | None = None) -> EpsFn:
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,8 @@ class ClassifierGuidance(Guidance):
     The base model may be conditional (it is given ``y``) or unconditional (it ignores ``y``).
     """
 
+    name = "classifier"  # in output folders and summaries
+
     def __init__(self, classifier: nn.Module | None = None, scale: float = 1.0,
                  form: Literal["eps", "mean"] = "eps", variance: str = "fixedlarge", grad_fn: GradFn | None = None):
         super().__init__()

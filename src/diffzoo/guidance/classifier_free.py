@@ -50,6 +50,8 @@ class ClassifierFreeGuidance(Guidance):
     ``num_classes`` trained with ``model.cond_drop_prob > 0``).
     """
 
+    name = "cfg"  # in output folders and summaries
+
     def __init__(self, scale: float = 1.0):
         super().__init__()
         if float(scale) < 0:

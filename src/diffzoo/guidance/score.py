@@ -76,6 +76,8 @@ class ScoreClassifierGuidance(nn.Module):
     and not read (the time input is ``time_scale · t`` whatever the discretisation).
     """
 
+    name = "classifier"  # in output folders and summaries
+
     def __init__(self, classifier: nn.Module | None = None, scale: float = 1.0, time_scale: float = 999.0,
                  grad_fn: GradFn | None = None, sde: nn.Module | None = None, data_transform: str | None = None):
         super().__init__()
