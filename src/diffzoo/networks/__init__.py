@@ -2,7 +2,8 @@
 
 from .embeddings import GaussianFourierEmbedding, sinusoidal_embedding
 from .mlp import TimeMLP
-from .ncsn import CondInstanceNorm2dPlus, NCSNMLP, NCSNRefineNet
+from .ncsn import NCSNMLP
+from .ncsn_refinenet import CondInstanceNorm2dPlus, NCSNRefineNet
 from .ncsnpp import NCSNpp
 from .classifier import AttentionPool2d, NoisyClassifier
 from .unet import AttentionBlock, ResBlock, UNet
