@@ -119,6 +119,10 @@ def validate_config(cfg: DictConfig) -> None:
             continue
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is impossible: it must be {valid}")
+    t_max = OmegaConf.select(cfg, "model.lr_scheduler.T_max", default=None)
+    if _is_int(t_max) and t_max <= 0:
+        raise ConfigError(f"model.lr_scheduler.T_max={t_max} is impossible: the cosine schedule needs a positive length "
+                          "(it follows trainer.max_steps in some experiments; set trainer.max_steps or T_max)")
     wandb = OmegaConf.select(cfg, "logger.wandb", default=None)
     if isinstance(wandb, DictConfig) and wandb.get("log_model") and wandb.get("offline"):
         raise ConfigError(

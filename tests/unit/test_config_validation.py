@@ -32,3 +32,8 @@ def test_cli_prints_one_line(tmp_path):
     proc = run_cli("diffzoo.train", ["+trainer.max_step=10"], cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: unknown config key 'trainer.max_step'" in proc.stderr
+
+
+def test_a_cosine_schedule_tied_to_an_unlimited_run_is_refused():
+    with pytest.raises(ConfigError, match=r"model.lr_scheduler.T_max=-1 is impossible"):
+        validate_config(compose_train(["experiment=dpm2015_swissroll", "trainer.max_steps=-1"]))

@@ -262,3 +262,20 @@ def test_learned_betas_are_optimised_with_the_bound():
     (-est.mean()).backward()
     assert module.schedule.beta_perturb.grad is not None and bool(module.schedule.beta_perturb.grad.abs().sum() > 0)
     assert make_module().schedule_ema is None
+
+
+def test_a_learning_rate_schedule_decays_the_network_and_the_betas_alike():
+    """The β coefficients are a second group of the one optimizer, built before the scheduler, so the
+    schedule drives both groups (dpm2015_swissroll's cosine decay)."""
+    from functools import partial
+
+    module = make_module(learn_betas=True, lr_scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=10))
+    out = module.configure_optimizers()
+    optimizer, scheduler = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert scheduler.base_lrs == [1e-3, 1e-3]
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    net_group, beta_group = optimizer.param_groups
+    assert net_group["lr"] == beta_group["lr"] == pytest.approx(0.5e-3)  # cos(π/2): half way
+    assert any(p is module.schedule.beta_perturb for p in beta_group["params"])

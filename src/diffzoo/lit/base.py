@@ -61,9 +61,13 @@ class GenerativeModule(L.LightningModule):
         else:
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
 
+    def trainable_parameters(self):
+        """What the optimizer trains: the network's parameters (subclasses add parameter groups)."""
+        return self.net.parameters()
+
     def configure_optimizers(self):
         extra = self.fast_paths.optimizer_kwargs(self.optimizer_factory) if self.fast_paths is not None else {}
-        optimizer = self.optimizer_factory(params=self.net.parameters(), **extra)
+        optimizer = self.optimizer_factory(params=self.trainable_parameters(), **extra)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer=optimizer)

@@ -216,14 +216,13 @@ class DPM2015Module(GenerativeModule):
             self.log("train/beta_1", self.schedule.betas()[0].detach(), on_step=True, on_epoch=False, batch_size=n)
         return loss.float()
 
-    def configure_optimizers(self):
-        """The base optimizer over the network, plus the β coefficients when they are learned
-        (one optimizer: SD15 §2.4.1 learns β by gradient ascent on the same bound K)."""
-        out = super().configure_optimizers()
-        if self.schedule.learn_betas:
-            optimizer = out["optimizer"] if isinstance(out, dict) else out
-            optimizer.add_param_group({"params": list(self.schedule.parameters())})
-        return out
+    def trainable_parameters(self):
+        """The network, plus the β coefficients as a second group when they are learned (one optimizer:
+        SD15 §2.4.1 learns β by gradient ascent on the same bound K). A learning-rate schedule applies
+        to both groups."""
+        if not self.schedule.learn_betas:
+            return self.net.parameters()
+        return [{"params": list(self.net.parameters())}, {"params": list(self.schedule.parameters())}]
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)  # also updates the network's EMA
