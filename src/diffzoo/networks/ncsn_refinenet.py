@@ -151,12 +151,14 @@ class _ResidualBlock(nn.Module):
             self.conv2 = _conv3x3(mid, cout, dilation)
             if down or cin != cout:
                 self.shortcut = _conv3x3(cin, cout, dilation) if dilation else nn.Conv2d(cin, cout, 1)
+            else:
+                self.shortcut = nn.Identity()
         self.normalize1 = norm(cin)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(F.elu(self.normalize1(x, y)))
         h = self.conv2(F.elu(self.normalize2(h, y)))
-        return h + (self.shortcut(x) if hasattr(self, "shortcut") else x)
+        return h + self.shortcut(x)
 
 
 # ---------------------------------------------------------------------------------- decoder
