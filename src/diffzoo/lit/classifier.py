@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..objectives.base import uniform_timesteps
 from ..schedules.discrete import DiscreteSchedule
 from ..utils.random import GeneratorLike, derive_seed, randn
@@ -41,9 +42,13 @@ class TimeBucketedClassifier(GenerativeModule):
     buckets: list = []
     _preview: torch.Tensor | None = None
 
-    def _set_parts(self, net: nn.Module, schedule: nn.Module, optimizer, lr_scheduler, data_shape, seed: int) -> None:
+    def _set_parts(self, net: nn.Module, schedule: nn.Module, optimizer, lr_scheduler, data_shape, seed: int,
+                   objective=None, sampler=None) -> None:
         """What every classifier module holds (see :class:`~diffzoo.lit.base.GenerativeModule`);
-        no EMA, as ADM's and Score SDE's classifier training."""
+        no EMA, as ADM's and Score SDE's classifier training; no objective or sampler."""
+        if objective is not None or sampler is not None:
+            raise ConfigError(f"{type(self).__name__} is a classifier: it has no objective or sampler; "
+                              "set objective=null sampler=null")
         self.net = net
         self.schedule = schedule
         self.optimizer_factory = optimizer
@@ -130,9 +135,7 @@ class NoisyClassifierModule(TimeBucketedClassifier):
         t_buckets: int = 4,
     ):
         super().__init__()
-        if objective is not None or sampler is not None:
-            raise ValueError("a noise-aware classifier has no objective or sampler; set objective=null sampler=null")
-        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed)
+        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed, objective, sampler)
         self.buckets = t_bucket_ranges(schedule.T, int(t_buckets))
 
     # ------------------------------------------------------------------ the model

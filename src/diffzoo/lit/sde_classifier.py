@@ -75,8 +75,6 @@ class SDEClassifierModule(TimeBucketedClassifier):
         data_transform: str = "none",
     ):
         super().__init__()
-        if objective is not None or sampler is not None:
-            raise ConfigError("a time-dependent classifier has no objective or sampler; set objective=null sampler=null")
         if not hasattr(schedule, "marginal_prob"):
             raise ConfigError(f"model=sde_classifier needs an SDE (schedule=vpsde | subvpsde | vesde), got "
                               f"{type(schedule).__name__}; a discrete schedule trains with model=classifier")
@@ -86,7 +84,7 @@ class SDEClassifierModule(TimeBucketedClassifier):
             raise ConfigError(f"model.eps must lie in (0, {schedule.T}), got {eps}")
         if not time_scale > 0:
             raise ConfigError(f"model.time_scale must be > 0, got {time_scale}")
-        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed)
+        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed, objective, sampler)
         self.eps, self.time_scale, self.data_transform = float(eps), float(time_scale), data_transform
         self.buckets = t_ranges(self.eps, float(schedule.T), int(t_buckets))
 
