@@ -20,13 +20,13 @@ records) and ``<metric>_vs_nfe.png`` (one line per row, NFE on a log x axis).
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import config as _config  # noqa: F401  (registers resolvers)
 from .errors import ConfigError, run_reporting_errors
@@ -77,22 +77,19 @@ def _validate(cfg: DictConfig, T: int | None = None) -> list[int]:
     return steps
 
 
-def _use_ddim(module, row: TableRow, steps: int, skip: str, clip_x0: bool) -> None:
-    """Make ``module`` sample with DDIM at (S, η) / σ̂, and say so in its run config (the metric
-    records take sampler, η and steps from there)."""
-    from .samplers.ddim import ddim
+def ddim_sampler(row: TableRow, steps: int, skip: str, clip_x0: bool | None):
+    """The :class:`~diffzoo.samplers.SamplerSpec` of one cell: DDIM at (S, η), or the σ̂ row."""
+    from .samplers import SamplerSpec
 
-    options = {"steps": steps, "eta": row.eta, "skip": skip, "clip_x0": clip_x0, "sigma_hat": row.sigma_hat}
-    module.sampler = functools.partial(ddim, **options)
-    module.run_config = {**(module.run_config or {}), "sampler": {"_target_": "diffzoo.samplers.ddim", "_partial_": True, **options}}
+    return SamplerSpec("ddim", steps, eta=row.eta, skip=skip, clip_x0=clip_x0, sigma_hat=row.sigma_hat)
 
 
 def _out_dir(cfg: DictConfig) -> Path:
+    from .runtime import run_dir_of
+
     if cfg.get("out"):
         return Path(cfg.out).expanduser().resolve()
-    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run_dir / "ddim_table" / f"n{cfg.n}_seed{cfg.seed}_{'ema' if cfg.use_ema else 'raw'}"
+    return run_dir_of(cfg.ckpt_path) / "ddim_table" / f"n{cfg.n}_seed{cfg.seed}_{'ema' if cfg.use_ema else 'raw'}"
 
 
 def ddim_table(cfg: DictConfig) -> dict[str, Any]:
@@ -101,11 +98,11 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from .evaluate import _device
     from .lit.build import load_module
     from .metrics.naming import LIKELIHOOD_METRICS
     from .metrics.pipeline import EvalSetup, prepare_evaluation, run_evaluation
-    from .train import write_json_atomic
+    from .runtime import device_of
+    from .utils.io import write_json_atomic
     from .utils.progress import track
 
     _validate(cfg)
@@ -113,11 +110,10 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     if bad:
         raise ConfigError(f"metrics={list(cfg.metrics)}: {bad} do not depend on the sampler; the table takes sample metrics (fid, kid, is)")
     rows = table_rows(cfg.etas, bool(cfg.sigma_hat))
-    module = load_module(cfg.ckpt_path).to(_device(cfg.accelerator))
-    if not hasattr(module.schedule, "alphas_cumprod"):
-        raise ConfigError(f"{cfg.ckpt_path}: DDIM needs an ε-trained discrete-time model (DiffusionModule), "
-                          f"not a {type(module.schedule).__name__} forward process")
-    steps = _validate(cfg, module.schedule.T)
+    module = load_module(cfg.ckpt_path).to(device_of(cfg.accelerator))
+    if not hasattr(module, "denoiser"):
+        raise ConfigError(f"{cfg.ckpt_path} holds a {type(module).__name__}: the DDIM table samples a diffusion or score model")
+    steps = _validate(cfg, module.schedule.default_steps)
     setup = EvalSetup(
         n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
         extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split, reference_n=cfg.reference.n,
@@ -132,9 +128,10 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     cells = []
     grid = [(row, s) for row in rows for s in steps]
     for row, s in track(grid, total=len(grid), description="DDIM table", enabled=bool(cfg.progress)):
-        _use_ddim(module, row, s, cfg.skip, bool(cfg.clip_x0))
+        cell_setup = dataclasses.replace(setup, sampler=ddim_sampler(row, s, cfg.skip, cfg.clip_x0))
         with torch.random.fork_rng(devices=[]):
-            result = run_evaluation(module, data_cfg, setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None), inputs=inputs)
+            result = run_evaluation(module, data_cfg, cell_setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None),
+                                    inputs=inputs)
         cell = {"row": row.key, "label": row.label, "eta": row.eta, "sigma_hat": row.sigma_hat, "steps": s, "nfe": result.nfe,
                 "values": result.values(), "records": [r.as_dict() for r in result.records]}
         if result.images is not None:
@@ -149,8 +146,7 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     names = [r["name"] for r in cells[0]["records"]]
     table = {
         "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "step": getattr(module, "global_step_loaded", None),
-        "n": setup.n, "seed": setup.seed, "weights": "ema" if setup.use_ema else "raw", "skip": cfg.skip, "clip_x0": bool(cfg.clip_x0),
-        "T": module.schedule.T, "steps": steps, "rows": [{"key": r.key, "label": r.label, "eta": r.eta, "sigma_hat": r.sigma_hat} for r in rows],
+        "n": setup.n, "seed": setup.seed, "weights": module.weights_label(setup.use_ema), "skip": cfg.skip, "clip_x0": cfg.clip_x0, "T": module.schedule.default_steps, "steps": steps, "rows": [{"key": r.key, "label": r.label, "eta": r.eta, "sigma_hat": r.sigma_hat} for r in rows],
         "metrics": names, "reference": cells[0]["records"][0].get("reference", {}), "cells": cells,
     }
     (out / "table.md").write_text(format_markdown(table))
@@ -181,10 +177,16 @@ def format_markdown(table: dict) -> str:
     parts.append("## NFE (network evaluations per sample)\n\n" + head + "\n".join(nfe) + "\n")
     ref = table.get("reference") or {}
     parts.append(f"Setup: n = {table['n']} samples per cell, seed {table['seed']} (sample i seeded by (seed, i): every cell starts "
-                 f"from the same noise), {table['weights']} weights, skip = {table['skip']}, clip_x0 = {table['clip_x0']}, T = {table['T']}; "
+                 f"from the same noise), {table['weights']} weights, skip = {table['skip']}, clip_x0 = {_clip(table['clip_x0'], False)} "
+                 f"(η rows) / {_clip(table['clip_x0'], True)} (σ̂ row), T = {table['T']}; "
                  f"reference: split {ref.get('split')}, n = {ref.get('n')}, hash {ref.get('hash')}. σ̂: DDPM's σ̂ = √(1 − ᾱ_t/ᾱ_s) "
-                 "on the sub-sequence (DDIM Table 1).\n")
+                 "on the sub-sequence (DDIM Table 1), x̂₀ clipped as the DDIM code's ddpm_steps does.\n")
     return "\n".join(parts)
+
+
+def _clip(value, paper_default: bool) -> str:
+    """How a row clipped x̂₀: the given setting, or the DDIM code's (``null``)."""
+    return str(paper_default if value is None else bool(value)).lower()
 
 
 def plot_table(table: dict, name: str, path: Path) -> Path:

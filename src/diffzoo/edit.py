@@ -8,7 +8,7 @@ Takes the first ``n`` images of a data split (quantised to 8 bits, as evaluation
 hides part of each (``inpaint``: a mask; ``colorize``: the colour, keeping the grey level) and
 lets the PC sampler conditioned on the known part fill in the rest
 (:func:`diffzoo.samplers.inpaint.inpaint` / :func:`~diffzoo.samplers.inpaint.colorize`, EMA
-weights by default). Example ``i`` draws its starting noise from generator ``(seed, "x_T", i)``,
+weights by default) — on a Score SDE model, or on a DDPM model through the VP SDE of its β table. Example ``i`` draws its starting noise from generator ``(seed, "x_T", i)``,
 its sampler noise from ``(seed, "steps", i)`` and its random mask from ``(seed, "mask", i)``.
 
 Writes ``grid.png`` (rows: original / masked / completed) and ``edit.pt`` (the tensors, in
@@ -32,7 +32,6 @@ __all__ = ["TASKS", "MASKS", "make_mask", "edit", "main"]
 
 TASKS = ("inpaint", "colorize")
 MASKS = ("center", "left_half", "random")
-PC_OPTIONS = ("predictor", "corrector", "snr", "n_corrector", "eps", "denoise", "step_norm")
 
 
 def make_mask(kind: str, shape: tuple[int, ...], fraction: float = 0.5, generators=None) -> torch.Tensor:
@@ -60,22 +59,22 @@ def make_mask(kind: str, shape: tuple[int, ...], fraction: float = 0.5, generato
     return mask
 
 
-def _pc_options(module, cfg: DictConfig) -> dict[str, Any]:
-    """The stored PC sampler's options (when the model samples with PC), overridden by ``cfg.sampler``."""
-    stored = (module.run_config or {}).get("sampler") or {}
-    base = {k: stored[k] for k in PC_OPTIONS if k in stored} if str(stored.get("_target_", "")).endswith(".pc") else {}
+def _pc_sampler(module, cfg: DictConfig):
+    """The PC sampler of the edit: the model's own when it samples with PC (else PC's defaults), with
+    the settings of ``cfg.sampler`` (including its NFE budget ``steps``) changed."""
+    from .samplers import SamplerSpec
+
+    stored = module.sampler if module.sampler.name == "pc" else SamplerSpec("pc")
     given = {k: v for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items() if v is not None}
-    unknown = sorted(set(given) - set(PC_OPTIONS))
-    if unknown:
-        raise ConfigError(f"sampler.{unknown[0]} is not a PC sampler option; valid: {list(PC_OPTIONS)}")
-    return {**base, **given}
+    return stored.with_options(**given)
 
 
 def _out_dir(cfg: DictConfig) -> Path:
+    from .runtime import run_dir_of
+
     if cfg.get("out"):
         return Path(cfg.out).expanduser().resolve()
-    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    run_dir = run_dir_of(cfg.ckpt_path)
     what = f"inpaint_{cfg.mask}" if cfg.task == "inpaint" else "colorize"
     return run_dir / "edit" / f"{what}_n{cfg.n}_seed{cfg.seed}"
 
@@ -83,9 +82,10 @@ def _out_dir(cfg: DictConfig) -> Path:
 @torch.no_grad()
 def edit(cfg: DictConfig) -> dict[str, Any]:
     """Run the edit configured by ``cfg`` (``conf/edit.yaml``); return the output paths and setup."""
-    from .evaluate import _device
+    from .denoisers import as_sde_denoiser
     from .lit.build import load_module
     from .metrics.data import instantiate_datamodule, load_split
+    from .runtime import device_of
     from .samplers.inpaint import colorize, inpaint
     from .utils.images import save_image_grid
     from .utils.random import per_sample_generators
@@ -96,16 +96,21 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"mask={cfg.mask!r} is not one of {list(MASKS)}")
     if int(cfg.n) < 1:
         raise ConfigError(f"n must be >= 1, got {cfg.n}")
-    module = load_module(cfg.ckpt_path).to(_device(cfg.accelerator))
-    sde = module.schedule
-    if not hasattr(sde, "marginal_prob") or not hasattr(sde, "prior_logp") or not hasattr(module, "to_model"):
-        raise ConfigError(f"{cfg.ckpt_path}: inpainting / colourisation condition the PC sampler of a score SDE model "
-                          f"(experiment=sde_*), not a {type(sde).__name__} model")
-    if cfg.get("steps"):
-        from .lit.score import with_steps
-
-        sde = with_steps(sde, int(cfg.steps))
-    options = _pc_options(module, cfg)
+    if cfg.get("steps") is not None:
+        raise ConfigError(f"steps={cfg.steps} was retired: use sampler.steps={cfg.steps} (the NFE budget of the PC sampler)")
+    module = load_module(cfg.ckpt_path).to(device_of(cfg.accelerator))
+    if not hasattr(module, "denoiser"):
+        raise ConfigError(f"{cfg.ckpt_path} holds a {type(module).__name__}: inpainting and colourisation need a diffusion "
+                          "or score model")
+    denoiser = module.denoiser(bool(cfg.use_ema))
+    try:
+        as_sde_denoiser(denoiser)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.ckpt_path}: inpainting / colourisation condition the PC sampler of an SDE (Score SDE "
+                          f"App. I): {err}") from None
+    spec = _pc_sampler(module, cfg)
+    module.check_sampler(spec)
+    options = {k: v for k, v in spec.options.items()}
 
     dm = instantiate_datamodule(module.run_config["data"])
     x = load_split(dm, cfg.split, int(cfg.n)).x
@@ -120,16 +125,15 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     gens = per_sample_generators(cfg.seed, idx, stream="steps")
     box = {"nfe": 0}
     common = dict(generator=gens, callback=lambda d: box.__setitem__("nfe", d["nfe"]), progress=bool(cfg.progress), **options)
-    score = module.score_fn(bool(cfg.use_ema))
     if cfg.task == "inpaint":
         mask = make_mask(cfg.mask, tuple(x.shape), float(cfg.mask_fraction), per_sample_generators(cfg.seed, idx, stream="mask")).to(x.device)
-        out = module.from_model(inpaint(score, sde, x_T, module.to_model(x), mask, **common))
+        out = denoiser.to_data(inpaint(denoiser, x_T, denoiser.from_data(x), mask, spec.steps, **common))
         masked = torch.where(mask, x, torch.zeros_like(x))  # unknown pixels shown as mid-grey
     else:
         mask = None
-        gray = module.to_model(x).mean(dim=1, keepdim=True)  # Score SDE App. I.3: the grey level is known
-        out = module.from_model(colorize(score, sde, x_T, gray, **common))
-        masked = module.from_model(gray).expand_as(x)
+        gray = denoiser.from_data(x).mean(dim=1, keepdim=True)  # Score SDE App. I.3: the grey level is known
+        out = denoiser.to_data(colorize(denoiser, x_T, gray, spec.steps, **common))
+        masked = denoiser.to_data(gray).expand_as(x)
 
     target = _out_dir(cfg)
     target.mkdir(parents=True, exist_ok=True)
@@ -137,10 +141,10 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     tensors = {"original": x.cpu(), "masked": masked.cpu(), "completed": out.cpu(), "mask": None if mask is None else mask.cpu()}
     torch.save({k: v for k, v in tensors.items() if v is not None}, target / "edit.pt")
     summary = {"task": cfg.task, "mask": cfg.mask if cfg.task == "inpaint" else None, "n": int(x.shape[0]), "nfe": box["nfe"],
-               "sampler": {"steps": sde.N, **options}, "weights": "ema" if cfg.use_ema else "raw", "seed": int(cfg.seed),
+               "sampler": spec.describe(), "weights": module.weights_label(bool(cfg.use_ema)), "seed": int(cfg.seed),
                "split": cfg.split, "grid": str(grid), "tensors": str(target / "edit.pt"), "out": str(target)}
     print(f"diffzoo edit: {summary['task']}{'/' + summary['mask'] if summary['mask'] else ''} of {summary['n']} {cfg.split} images "
-          f"(PC {options.get('predictor')}/{options.get('corrector')}, N = {sde.N}, NFE {summary['nfe']}, {summary['weights']} weights)\n"
+          f"(PC {spec.describe()['predictor']}/{spec.describe()['corrector']}, NFE {summary['nfe']}, {summary['weights']} weights)\n"
           f"  grid (original / masked / completed): {summary['grid']}\n  tensors: {summary['tensors']}")
     return summary
 

@@ -1,6 +1,6 @@
 """``diffzoo-eval``: draw exactly N samples from a checkpoint and compute its metrics.
 
-    diffzoo-eval ckpt_path=runs/ddpm_digits/.../checkpoints/last.ckpt n=2000 sample_steps=100
+    diffzoo-eval ckpt_path=runs/ddpm_digits/.../checkpoints/last.ckpt n=2000 sampler.steps=100
     diffzoo-eval ckpt_path=... n=50000 metrics=[fid,is] devices=8          # → fid50k, is50k
     diffzoo-eval ckpt_path=<score SDE run>/last.ckpt metrics=[nll_ode] nll.n=256   # → nll_ode_val256 (bits/dim)
     diffzoo-eval ckpt_path=<DDPM run>/last.ckpt metrics=[nll_vlb,fid]              # the discrete variational bound
@@ -9,8 +9,9 @@
 Sample ``i`` depends only on ``(seed, i)`` (the scheme of ``diffzoo-sample``), each process draws
 whole global batches of indices, features are gathered and counted, so 1 or 8 processes give the
 same samples and the same numbers. Discrete-time models (``DiffusionModule``) and score models
-(``ScoreModule``: SDE with ``sampler=pc|ode``, σ ladder with ``sampler=annealed_langevin``) both
-work; ``sample_steps`` is each one's "fewer steps" knob and every record carries the NFE.
+(``ScoreModule``) both work with any sampler that fits their forward process (``sampler=ddpm | ddim
+| pc | ode | annealed_langevin``); ``sampler.steps`` is the NFE budget of every sampler and every
+record carries the sampler's settings and the NFE.
 Writes ``metrics.json`` (atomically) and a grid PNG to
 ``<run_dir>/eval/<sampler>_steps<k>_n<n>_seed<s>_<ema|raw>/`` (or ``out=``) and prints a summary.
 ``evaluate(cfg)`` is importable; ``main`` only decorates it.
@@ -33,6 +34,9 @@ __all__ = ["evaluate", "main"]
 
 def _validate(cfg: DictConfig) -> None:
     """Closed-set options, checked before anything is loaded (one message naming key and values)."""
+    from .validation import check_retired_keys
+
+    check_retired_keys(cfg)
     from .metrics.backends import BACKENDS
     from .metrics.data import SPLITS
     from .metrics.distributed import SHARD_MODES
@@ -71,20 +75,13 @@ def _start_processes(cfg: DictConfig):
     return fabric
 
 
-def _device(accelerator: str):
-    import torch
-
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _out_dir(cfg: DictConfig, info: dict) -> Path:
     if cfg.get("out"):
         return Path(cfg.out).expanduser().resolve()
-    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    weights = "ema" if cfg.use_ema else "raw"
+    from .runtime import run_dir_of
+
+    run_dir = run_dir_of(cfg.ckpt_path)
+    weights = info["weights"]
     if not info.get("sampled", True):  # likelihood metrics only: no sampler involved
         return run_dir / "eval" / f"nll_{cfg.nll.split}_n{cfg.nll.n}_seed{cfg.seed}_{weights}"
     steps = "adaptive" if info["steps"] is None else info["steps"]
@@ -111,27 +108,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
     import numpy as np
 
-    from .lit.build import load_module
     from .metrics.distributed import rank_and_world_size
-    from .metrics.naming import LIKELIHOOD_METRICS
     from .metrics.likelihood_eval import LikelihoodSetup
+    from .metrics.naming import LIKELIHOOD_METRICS
     from .metrics.pipeline import EvalSetup, run_evaluation
-    from .train import write_json_atomic
+    from .runtime import device_of, load_for_sampling
     from .utils.images import save_samples_figure
+    from .utils.io import write_json_atomic
 
-    device = fabric.device if fabric is not None else _device(cfg.accelerator)
+    device = fabric.device if fabric is not None else device_of(cfg.accelerator)
     rank, world_size = rank_and_world_size()
-    module = load_module(cfg.ckpt_path).to(device)
-    if cfg.get("sampler"):  # replace (not merge into) the stored sampler: its options differ per sampler
-        from hydra.utils import instantiate
-
-        module.sampler = instantiate(cfg.sampler)
-        if hasattr(module, "check_sampler"):  # a score model says which samplers fit its forward process
-            module.check_sampler(module.sampler)
-        module.run_config = {**module.run_config, "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
+    module, spec = load_for_sampling(cfg.ckpt_path, cfg.get("sampler"), device)
     setup = EvalSetup(
         n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
-        sample_steps=cfg.sample_steps, extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,
+        sampler=spec, extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,
         reference_n=cfg.reference.n, kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size),
         is_splits=int(cfg.is_splits), shard=cfg.shard, swd_projections=int(cfg.toy.swd_projections),
         mmd_bandwidth=float(cfg.toy.mmd_bandwidth), classifier_epochs=cfg.classifier.epochs, gather_images=bool(cfg.save_samples), progress=bool(cfg.progress) and rank == 0,
@@ -139,10 +129,11 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
     )
     result = run_evaluation(module, module.run_config["data"], setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None))
     result.info["sampled"] = any(r.metric not in LIKELIHOOD_METRICS for r in result.records)
+    result.info["weights"] = module.weights_label(setup.use_ema)
     summary: dict[str, Any] = {
         **result.values(),
         "n": result.n, "nfe": result.nfe, "sampler": result.info["sampler"], "steps": result.info["steps"], "sampled": result.info["sampled"],
-        "weights": "ema" if setup.use_ema else "raw", "seed": setup.seed, "world_size": world_size,
+        "sampler_options": result.info["options"], "weights": result.info["weights"], "seed": setup.seed, "world_size": world_size,
         "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "step": getattr(module, "global_step_loaded", None),
         "records": [r.as_dict() for r in result.records],
     }

@@ -31,8 +31,8 @@ from typing import Callable, Literal, NamedTuple
 import numpy as np
 import torch
 
+from .denoisers import Denoiser, as_sde_denoiser, score_denoiser
 from .samplers.ode import solve_flow
-from .schedules.sde import SDE
 from .utils.random import GeneratorLike, randn
 
 __all__ = ["LogLikelihood", "ode_log_likelihood", "bits_per_dim", "uniform_dequantize", "HUTCHINSON"]
@@ -77,9 +77,34 @@ def _drift_and_divergence(drift_fn, x: torch.Tensor, t: torch.Tensor, probe: tor
     return drift.detach(), div.detach()
 
 
-def ode_log_likelihood(
-    score_fn: ScoreFn,
-    sde: SDE,
+def ode_log_likelihood(*args, **kwargs) -> LogLikelihood:
+    """``log p_eps(x)`` in nats by the probability-flow ODE (Score SDE §4.3, App. D.2), two call forms:
+
+    * ``ode_log_likelihood(denoiser, x, *, hutchinson, rtol, atol, eps, method, prior_logp, generator)`` —
+      ``x`` in the denoiser's model coordinates; the denoiser is read on its SDE
+      (:func:`~diffzoo.denoisers.as_sde_denoiser`: a Score SDE model's own, or the VP SDE of a DDPM
+      model's linear β table);
+    * ``ode_log_likelihood(score_fn, sde, x, hutchinson="rademacher", …)`` — ``score_fn(x, t)``.
+
+    Args:
+        x: ``[B, …]`` data (already dequantised for discrete data, see :func:`uniform_dequantize`).
+        hutchinson: divergence estimator — ``"rademacher"`` (the paper), ``"gaussian"`` or
+            ``"exact"`` (``D`` backward passes per evaluation).
+        rtol, atol, method: scipy ``solve_ivp`` settings (RK45, 1e-5 in the paper).
+        eps: start time (1e-5 in the paper's likelihood evaluation).
+        prior_logp: ``log p_T(z) → [B]``; defaults to the SDE's ``prior_logp``.
+        generator: draws the Hutchinson probes (one per sample, fixed along the solve).
+    Returns: :class:`LogLikelihood` with ``[B]`` tensors in ``x``'s dtype; ``nfe`` counts the
+        evaluations of the ODE right-hand side (each one score evaluation plus its backward).
+    """
+    if args and isinstance(args[0], Denoiser):
+        return _ode_log_likelihood(*args, **kwargs)
+    score_fn, sde, *rest = args
+    return _ode_log_likelihood(score_denoiser(score_fn, sde), *rest, **kwargs)
+
+
+def _ode_log_likelihood(
+    denoiser: Denoiser,
     x: torch.Tensor,
     hutchinson: Hutchinson = "rademacher",
     rtol: float = 1e-5,
@@ -89,28 +114,15 @@ def ode_log_likelihood(
     prior_logp: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generator: GeneratorLike = None,
 ) -> LogLikelihood:
-    """``log p_eps(x)`` in nats by the probability-flow ODE (Score SDE §4.3, App. D.2).
-
-    Args:
-        score_fn: ``score_fn(x, t) → ∇_x log p_t(x)``, differentiable in ``x``; ``t`` float ``[B]``.
-        sde: the forward :class:`~diffzoo.schedules.sde.SDE`.
-        x: ``[B, …]`` data (already dequantised for discrete data, see :func:`uniform_dequantize`).
-        hutchinson: divergence estimator — ``"rademacher"`` (the paper), ``"gaussian"`` or
-            ``"exact"`` (``D`` backward passes per evaluation).
-        rtol, atol, method: scipy ``solve_ivp`` settings (RK45, 1e-5 in the paper).
-        eps: start time (1e-5 in the paper's likelihood evaluation).
-        prior_logp: ``log p_T(z) → [B]``; defaults to ``sde.prior_logp``.
-        generator: draws the Hutchinson probes (one per sample, fixed along the solve).
-    Returns: :class:`LogLikelihood` with ``[B]`` tensors in ``x``'s dtype; ``nfe`` counts the
-        evaluations of the ODE right-hand side (each one score evaluation plus its backward).
-    """
     if hutchinson not in HUTCHINSON:
         raise ValueError(f"ode_log_likelihood: unknown hutchinson {hutchinson!r}; allowed: {list(HUTCHINSON)}")
+    model = as_sde_denoiser(denoiser)
+    sde = model.process
     if not 0 < eps < sde.T:
         raise ValueError(f"ode_log_likelihood: eps must lie in (0, {sde.T}), got {eps}")
     shape, device, dtype = x.shape, x.device, x.dtype
     B, n = shape[0], x[0].numel()
-    drift_fn = sde.reverse(score_fn, probability_flow=True).sde
+    drift_fn = sde.reverse(lambda z, t: model.predict(z, t).score, probability_flow=True).sde
     probe = _probe(x, hutchinson, generator)
     nfe = 0
 

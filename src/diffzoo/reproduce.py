@@ -31,7 +31,7 @@ def plan_overrides(experiment: str, n_gpus: int, global_batch: int, data_dir: st
     if smoke:
         return out + [
             "trainer.accelerator=cpu", "trainer.devices=1", "trainer.max_steps=4", "trainer.log_every_n_steps=1",
-            "data.batch_size=4", "final_samples=4", "final_sample_steps=10",
+            "data.batch_size=4", "final_samples=4", "sampler.steps=10",
             "callbacks.sample_grid.every_n_steps=1000000", "callbacks.model_checkpoint.every_n_train_steps=2",
             "logger=csv", f"name={experiment}_smoke",
             "callbacks.evaluation=null",  # Inception FID needs downloaded weights; the smoke test skips it

@@ -22,9 +22,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from . import config as _config  # registers resolvers
+from . import config as _config  # noqa: F401  (registers resolvers)
 from .config import RUN_DIR_ENV, resolve_run_dir
 from .errors import ConfigError, run_reporting_errors
+from .utils.io import write_json_atomic
 
 __all__ = ["train", "main", "PREEMPTED_EXIT_CODE"]
 
@@ -48,13 +49,6 @@ def _attach_wandb_id(cfg: DictConfig, ckpt: dict | None) -> None:
         with open_dict(cfg):
             cfg.logger.wandb.id = run_id
             cfg.logger.wandb.resume = "allow"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON via a temporary file and an atomic rename (readers never see half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
 
 
 # Lightning notices that are expected here and would only alarm: the EMA copy is kept in eval mode
@@ -284,35 +278,62 @@ def _final_metrics(trainer, model) -> dict[str, Any]:
 
 
 def _final_samples(cfg, trainer, model, run_dir: Path, metrics: dict) -> Path | None:
-    """Draw ``cfg.final_samples`` with EMA weights and save the PNG. ``final_sample_steps``
-    respaces the sampler (Improved DDPM §4); ``fast_dev_run``, a wiring check, uses 10 steps."""
+    """Draw ``cfg.final_samples`` with EMA weights and save the PNG (and ``final.pt``).
+
+    A generative module samples through the one sampling loop with its configured sampler (its
+    ``sampler.steps`` sets the NFE budget; ``fast_dev_run``, a wiring check, spends at most 5); a
+    classifier shows what it sees (its noised inputs); the SD15 model and SGLD draw their own way."""
     import torch
 
+    from .callbacks.evaluation import fast_dev_run_sampler
     from .utils.images import save_samples_figure
     from .utils.random import derive_seed
 
     n = int(cfg.get("final_samples", 0) or 0)
-    if n <= 0 or not hasattr(model, "sample"):
+    if n <= 0:
         return None
-    steps = cfg.get("final_sample_steps")
     if trainer.fast_dev_run:
         n = min(n, 4)
-        if "steps" not in (cfg.get("sampler") or {}):  # a sampler with its own step count (DDIM) keeps it
-            steps = min(int(steps or 10), 10)
-    nfe = {"n": 0}
-    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "final"))
-    x = model.sample(n, generator=gen, steps=steps, progress=True, callback=lambda d: nfe.__setitem__("n", d["nfe"]))
+    seed = derive_seed(cfg.seed, "final")
+    title = f"{cfg.name}: {n} samples"
+    if hasattr(model, "denoiser"):
+        from .samplers import sample_indices
+
+        spec = fast_dev_run_sampler(model.sampler, model.schedule) if trainer.fast_dev_run else model.sampler
+        model.eval()
+        batch = sample_indices(model.denoiser(True), spec, range(n), seed, model.data_shape, device=model.device,
+                               progress=True, labels=_final_labels(model, n))
+        x, nfe, sampler = batch.x, batch.nfe, spec.name
+    elif hasattr(model, "noised_preview"):  # a classifier: not generative; show its noised inputs
+        x = model.noised_preview(n, torch.Generator().manual_seed(seed))
+        nfe, sampler, title = 0, "none", f"{cfg.name}: noised inputs, cleanest to noisiest"
+    elif hasattr(model, "sample"):
+        box = {"n": 0}
+        x = model.sample(n, generator=torch.Generator().manual_seed(seed), progress=True,
+                         callback=lambda d: box.__setitem__("n", d["nfe"]))
+        nfe, sampler = box["n"], type(model).__name__
+    else:
+        return None
     reference = None
     if x.ndim == 2:
         dm = trainer.datamodule
         reference = dm.train_dataset_tensor()[:2000] if hasattr(dm, "train_dataset_tensor") else None
         if reference is not None and tuple(reference.shape[1:]) != tuple(x.shape[1:]):
             reference = None  # e.g. posterior draws of θ over 1-D observations: nothing to overlay
-    path = save_samples_figure(x, run_dir / "samples" / "final.png", reference=reference, title=f"{cfg.name}: {n} samples")
+    path = save_samples_figure(x, run_dir / "samples" / "final.png", reference=reference, title=title)
     torch.save({"samples": x.cpu()}, run_dir / "samples" / "final.pt")
-    sampler = (cfg.get("sampler") or {}).get("_target_", type(model).__name__).rsplit(".", 1)[-1]
-    metrics.update(final_samples=n, sampler=sampler, nfe=nfe["n"], weights="ema" if getattr(model, "ema", None) is not None else "raw")
+    metrics.update(final_samples=n, sampler=sampler, nfe=nfe, weights=model.weights_label(True) if hasattr(model, "weights_label")
+                   else "raw")
     return path
+
+
+def _final_labels(model, n: int):
+    """Labels for the final samples of a class-conditional model (sample i: class i mod K), else ``None``."""
+    if not getattr(model, "conditional", False):
+        return None
+    from .guidance.labels import labels_for_indices, num_classes_of
+
+    return labels_for_indices(range(n), None, num_classes_of(model.net))
 
 
 def _print_summary(run_dir: Path, metrics: dict, samples: Path | None, metrics_path: Path) -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from .config import CONFIG_DIR
 from .errors import ConfigError
 
-__all__ = ["validate_config", "VALUE_RULES", "known_top_level_keys"]
+__all__ = ["validate_config", "VALUE_RULES", "known_top_level_keys", "RETIRED_KEYS", "check_retired_keys"]
 
 # Keys Hydra / OmegaConf use inside a node; never passed to the target.
 _HYDRA_NODE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -52,6 +52,22 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 ]
 
 
+# Keys an earlier version had, and what replaced them (one name for "how many steps": sampler.steps).
+RETIRED_KEYS = {
+    "respace": "sampler.steps",
+    "sample_steps": "sampler.steps",
+    "final_sample_steps": "sampler.steps",
+}
+
+
+def check_retired_keys(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the new key when a retired one is set (its default is null)."""
+    for key, new in RETIRED_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            raise ConfigError(f"{key}={value} was retired: use {new}={value} (the NFE budget of every sampler)")
+
+
 @lru_cache(maxsize=1)
 def known_top_level_keys() -> frozenset[str]:
     """Keys ``train.yaml`` defines plus its config groups (``data``, ``net``, …)."""
@@ -64,6 +80,9 @@ def known_top_level_keys() -> frozenset[str]:
 
 
 def _unknown(key: str, where: str, valid) -> ConfigError:
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in RETIRED_KEYS:
+        return ConfigError(f"config key '{key}' was retired: use {RETIRED_KEYS[leaf]} (the NFE budget of every sampler)")
     valid = sorted(valid)
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -108,6 +127,7 @@ def _is_interpolation(node, key) -> bool:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`~diffzoo.errors.ConfigError` for the first unknown key or impossible value."""
+    check_retired_keys(cfg)
     known = known_top_level_keys()
     for key in cfg:
         if key not in known:

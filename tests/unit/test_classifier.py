@@ -51,9 +51,18 @@ def test_t_bucket_ranges_cover_every_step():
         t_bucket_ranges(10, 11)
 
 
-def test_module_rejects_an_objective():
-    with pytest.raises(ValueError, match="objective=null"):
-        NoisyClassifierModule(_tiny_net(), DiscreteSchedule(linear_betas(10)), partial(torch.optim.Adam), objective=torch.nn.MSELoss())
+def test_the_builder_gives_a_classifier_no_objective_or_sampler():
+    """A classifier is not a generative model: the builder asks the class which parts it takes, and a
+    config that sets a sampler (or an objective) for it is refused, naming the key."""
+    from diffzoo.errors import ConfigError
+    from diffzoo.lit.build import build_module
+    from tests.helpers import compose_train
+
+    assert NoisyClassifierModule.PARTS == ("net", "schedule") and not hasattr(NoisyClassifierModule, "sample")
+    cfg = compose_train(["experiment=adm_classifier_digits"])
+    cfg.sampler = compose_train(["experiment=ddpm_digits"]).sampler
+    with pytest.raises(ConfigError, match="sampler is set but NoisyClassifierModule takes no sampler; set sampler=null"):
+        build_module(cfg, (1, 8, 8))
 
 
 def test_accuracy_rises_as_t_falls_on_a_toy():
@@ -84,7 +93,9 @@ def test_accuracy_rises_as_t_falls_on_a_toy():
     assert acc[0] >= acc[1] >= acc[2] - 0.03 and acc[2] > acc[3]
 
 
-def test_final_sample_shows_the_inputs_along_t():
+def test_noised_preview_shows_the_inputs_along_t():
     module = NoisyClassifierModule(_tiny_net(), DiscreteSchedule(linear_betas(100)), partial(torch.optim.Adam))
-    x = module.sample(6, generator=torch.Generator().manual_seed(0))
-    assert x.shape == (6, 1, 8, 8)
+    module._preview = torch.full((2, 1, 8, 8), 0.5)
+    x = module.noised_preview(6, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (6, 1, 8, 8) and x.abs().max() <= 1
+    assert (x[0] - 0.5).abs().mean() < (x[-1] - 0.5).abs().mean()  # cleanest first, noisiest last

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffzoo.data.gaussian_mixture import GaussianMixture
-from diffzoo.samplers.ddim import ddim, ddim_sigma, ddim_subsequence
+from diffzoo.samplers.ddim import ddim, ddim_sigma
 from diffzoo.samplers.ddim_inversion import ddim_decode, ddim_encode, interpolation_grid, slerp
 from diffzoo.samplers.ddpm import ddpm
 from diffzoo.schedules import DiscreteSchedule, cosine_betas, linear_betas
@@ -15,6 +15,11 @@ from diffzoo.utils.random import per_sample_generators
 from tests.unit.test_ddpm_sampler import MIXTURE, assert_matches_mixture, exact_eps_fn
 
 MIXTURE_1D = GaussianMixture(weights=[0.4, 0.6], means=[[-0.6], [0.5]], covs=[0.1, 0.2])
+
+
+def ddim_subsequence(s: DiscreteSchedule, steps: int, skip: str) -> DiscreteSchedule:
+    """The schedule on the grid DDIM walks (its ᾱ at τ, ``timesteps`` = τ)."""
+    return s.respace([int(t) for t in s.time_grid(steps, skip)])
 
 
 # ---------------------------------------------------------------- σ_t(η), sub-sequences
@@ -53,6 +58,33 @@ def test_subsequences_follow_the_ddim_code(S):
     sub = ddim_subsequence(s, S, "quad")
     assert sub.timesteps.tolist() == quad
     assert torch.allclose(sub.alphas_cumprod, s.alphas_cumprod[quad], rtol=1e-12)
+
+
+@pytest.mark.parametrize("T,S", [(1000, 300), (1000, 501), (1000, 999), (1000, 7), (4000, 1500), (4000, 2001)])
+def test_uniform_grid_starts_at_the_top_when_steps_do_not_divide_T(T, S):
+    """Review A2: cutting ``range(0, T, T // S)`` to S entries started S = 501 at t = 500 (28 % signal
+    left) from pure noise. The grid has exactly S steps (the NFE budget), increasing, the DDIM code's
+    spacing ⌊T/S⌋ or ⌈T/S⌉ between them, and its top within one spacing of T − 1."""
+    grid = [int(t) for t in DiscreteSchedule(linear_betas(T)).time_grid(S, "uniform")]
+    assert len(grid) == S and grid[0] == 0 and all(b > a for a, b in zip(grid, grid[1:]))
+    assert {b - a for a, b in zip(grid, grid[1:])} <= {T // S, -(-T // S)}
+    assert grid[-1] >= T - 1 - -(-T // S)
+
+
+def test_ddim_with_a_step_count_that_does_not_divide_T_reproduces_the_mixture():
+    """S = 501 ∤ 1000: the chain starts at the top (t = 998, √ᾱ ≈ 0.006), so exact ε reproduces the data
+    (modes at ±2, std 0.3). Started at t = 500 from N(0, I), as before the fix, where q(x_500) still
+    holds 28 % of the signal, the modes came out at ±1.96 — eight standard errors off."""
+    s = DiscreteSchedule(linear_betas(1000))
+    gm = GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], 0.3)
+    gen = torch.Generator().manual_seed(4)
+    x_T = torch.randn(4000, 1, generator=gen, dtype=torch.float64)
+    nfe = []
+    x = ddim(exact_eps_fn(s, gm), s, x_T, 501, callback=lambda d: nfe.append(d["nfe"]))
+    assert nfe[-1] == 501
+    se = 0.3 / math.sqrt(x.shape[0])
+    assert abs(x.abs().mean().item() - 2.0) < 4 * se
+    assert abs((x.abs() - 2).std().item() - 0.3) < 0.03
 
 
 def _ddim_code_reference(eps_fn, alphas_cumprod, seq, x, eta, noise):

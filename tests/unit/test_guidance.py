@@ -6,18 +6,13 @@ import torch
 from torch import nn
 
 from diffzoo.data.gaussian_mixture import GaussianMixture
-from diffzoo.guidance import (
-    ClassifierFreeGuidance,
-    ClassifierGuidance,
-    NoGuidance,
-    classifier_guided_eps,
-    eps_to_score,
-    schedule_positions,
-)
+from diffzoo.denoisers import mixture_denoiser
+from diffzoo.denoisers.legacy import schedule_positions
+from diffzoo.errors import ConfigError
+from diffzoo.guidance import ClassifierFreeGuidance, ClassifierGuidance, NoGuidance
 from diffzoo.guidance.labels import class_grid, labels_for_indices
-from diffzoo.parameterization.reverse import p_mean_variance
-from diffzoo.samplers import ddim, ddpm
-from diffzoo.schedules import DiscreteSchedule, linear_betas, spaced_timesteps
+from diffzoo.samplers import SamplerSpec, ddim, ddpm
+from diffzoo.schedules import DiscreteSchedule, linear_betas
 
 NULL = 2  # the mixture has classes 0 and 1
 
@@ -89,35 +84,30 @@ def test_classifier_guidance_at_scale_one_is_the_conditional_model(gm, schedule,
 
 
 def test_classifier_guidance_adds_s_times_the_classifier_gradient_to_the_score(gm, schedule):
-    x, y, t = _points(), torch.ones(64, dtype=torch.long), torch.full((64,), 50)
-    grad = gm.class_log_prob_grad(x, y, *_ab(schedule, t))
-    guided = classifier_guided_eps(gm.eps(x, *_ab(schedule, t)), grad, schedule, t, scale=3.0)
-    assert torch.allclose(eps_to_score(guided, schedule, t), gm.score(x, *_ab(schedule, t)) + 3.0 * grad, atol=1e-8)
+    """Score SDE eq. 14 / ADM eq. 14 over the denoiser contract: the guided score is s_θ + s·∇log p(y|x_t),
+    at integer and at real-valued t (the process interpolates α, σ between steps)."""
+    base = mixture_denoiser(gm, schedule, conditional=False)
+    grad_fn = lambda x, tau, y: gm.class_log_prob_grad(x, y, schedule.alpha(tau), schedule.sigma(tau))  # noqa: E731
+    guided = ClassifierGuidance(scale=3.0, grad_fn=grad_fn).wrap(base).bind(y=torch.ones(64, dtype=torch.long))
+    x = _points()
+    for t in (50, 50.0, 123.4):
+        a, s = schedule.alpha_sigma(t)
+        expected = gm.score(x, a, s) + 3.0 * gm.class_log_prob_grad(x, torch.ones(64, dtype=torch.long), a, s)
+        assert torch.allclose(guided.score(x, t), expected, atol=1e-8)
 
 
-@pytest.mark.parametrize("variance", ["fixedlarge", "fixedsmall", "learned_range"])
-@pytest.mark.parametrize("respaced", [False, True])
-def test_mean_form_moves_the_ancestral_mean_by_s_sigma_grad(gm, schedule, variance, respaced):
-    """ADM Algorithm 1: the guided ancestral mean is μ + s·Σ·∇log p(y|x_t) (no x̂_0 clipping)."""
-    sched = schedule.respace(spaced_timesteps(schedule.T, 25, "even")) if respaced else schedule
-    x, y, s = _points(), torch.zeros(64, dtype=torch.long), 2.5
-    v = torch.linspace(-0.9, 0.9, 64, dtype=torch.float64)[:, None].expand(64, 2)
-    base = exact_model_fn(gm, schedule)
-
-    def model_fn(x, t, y):  # a "learned variance" network: ε then v
-        return torch.cat([base(x, t, y), v], dim=1) if variance == "learned_range" else base(x, t, y)
-
-    grad_fn = lambda x, t, y: gm.class_log_prob_grad(x, y, *_ab(schedule, t))  # noqa: E731
-    eps_fn = ClassifierGuidance(scale=s, form="mean", variance=variance, grad_fn=grad_fn)(model_fn, sched, y)
-    for pos in (0, 1, 7, sched.T - 1):
-        p = torch.full((64,), pos)
-        t = sched.timesteps[p]
-        kw = {"v": v} if variance == "learned_range" else {}
-        guided = p_mean_variance(sched, x, p, eps_fn(x, t)[:, :2], variance, **kw)
-        plain = p_mean_variance(sched, x, p, base(x, t, y), variance, **kw)
-        expected = plain.mean + s * plain.variance * grad_fn(x, t, y)
-        assert torch.allclose(guided.mean, expected, atol=1e-8)
-        assert torch.allclose(guided.variance, plain.variance)
+def test_mean_form_carries_s_times_the_gradient_for_the_ancestral_sampler(gm, schedule):
+    """ADM Algorithm 1: the prediction is the unguided one; the shift ``s·g`` travels with it and the
+    ancestral sampler moves its mean by ``Σ·s·g`` (checked step by step against guided-diffusion below)."""
+    base = mixture_denoiser(gm, schedule, conditional=False)
+    grad_fn = lambda x, tau, y: gm.class_log_prob_grad(x, y, schedule.alpha(tau), schedule.sigma(tau))  # noqa: E731
+    y = torch.zeros(64, dtype=torch.long)
+    guided = ClassifierGuidance(scale=2.5, form="mean", grad_fn=grad_fn).wrap(base)
+    x = _points()
+    p, plain = guided.predict(x, 77, y=y), base.predict(x, 77)
+    assert guided.mean_shift_form and torch.equal(p.eps, plain.eps)
+    a, s = schedule.alpha_sigma(77)
+    assert torch.allclose(p.mean_shift, 2.5 * gm.class_log_prob_grad(x, y, a, s), atol=1e-12)
 
 
 def test_mean_form_rejects_a_schedule_the_sampler_does_not_walk(gm, schedule):
@@ -216,7 +206,7 @@ def test_no_guidance_passes_labels_and_needs_none():
 
 
 def test_guidance_errors_name_what_is_missing(gm, schedule):
-    with pytest.raises(ValueError, match="null class"):
+    with pytest.raises(ConfigError, match="condition dropped"):
         ClassifierFreeGuidance(1.0)(exact_model_fn(gm, schedule), schedule, torch.zeros(2, dtype=torch.long), None)
     with pytest.raises(ValueError, match="needs class labels"):
         ClassifierFreeGuidance(1.0)(exact_model_fn(gm, schedule), schedule, None, NULL)(_points(2), torch.zeros(2, dtype=torch.long))
@@ -284,3 +274,114 @@ def test_module_sample_with_cfg_makes_one_forward_of_twice_the_batch_per_step():
     plain = module.sample(x_T=x_T, y=y, steps=5, generator=torch.Generator().manual_seed(5))
     zero = module.sample(x_T=x_T, y=y, guidance=ClassifierFreeGuidance(0.0), steps=5, generator=torch.Generator().manual_seed(5))
     assert torch.equal(plain, zero)  # w = 0 is the conditional model
+
+
+# ---------------------------------------------------------------- guidance and x̂₀ clipping (review A1)
+def _imperfect_eps(gm, schedule):
+    """An ε model 5 % off the exact one plus a bias: x̂₀ = (x − σε)/α saturates early in the chain."""
+    exact = exact_model_fn(gm, schedule)
+    return lambda x, t, y: 1.05 * exact(x, t, None) + 0.05
+
+
+def _adm_reference(eps_fn, grad_fn, schedule, x_T, scale, form, seed, shift_then_clip=False):
+    """The ancestral loop of guided-diffusion (``p_sample`` with ``clip_denoised=True``, fixed-large Σ),
+    written out here: ``p_mean_variance`` clips x̂₀ first; ``condition_score`` rebuilds ε from the
+    clipped x̂₀, subtracts √(1 − ᾱ_t)·s·g and forms the mean from the new (unclipped) x̂₀;
+    ``condition_mean`` adds Σ·s·g to the mean of the clipped x̂₀. ``shift_then_clip`` is the order
+    diffzoo had before (shift ε, then clip): the test checks the two differ."""
+    sc = schedule
+    var_large = torch.cat([sc.posterior_variance[1:2], sc.betas[1:]])
+    gen, x = torch.Generator().manual_seed(seed), x_T
+    for t in reversed(range(sc.T)):
+        tt = torch.full((x.shape[0],), t)
+        eps = eps_fn(x, tt, None)
+        g = scale * grad_fn(x, tt)
+        if shift_then_clip:
+            eps = eps - sc.sqrt_one_minus_alphas_cumprod[t] * g
+        x0 = (sc.sqrt_recip_alphas_cumprod[t] * x - sc.sqrt_recipm1_alphas_cumprod[t] * eps).clamp(-1, 1)
+        if form == "eps" and not shift_then_clip:
+            eps = (sc.sqrt_recip_alphas_cumprod[t] * x - x0) / sc.sqrt_recipm1_alphas_cumprod[t]
+            eps = eps - sc.sqrt_one_minus_alphas_cumprod[t] * g
+            x0 = sc.sqrt_recip_alphas_cumprod[t] * x - sc.sqrt_recipm1_alphas_cumprod[t] * eps
+        mean = sc.posterior_mean_coef1[t] * x0 + sc.posterior_mean_coef2[t] * x
+        if form == "mean" and not shift_then_clip:
+            mean = mean + var_large[t] * g
+        x = mean + var_large[t].sqrt() * torch.randn(x.shape, generator=gen, dtype=x.dtype) if t > 0 else mean
+    return x
+
+
+@pytest.mark.parametrize("form", ["eps", "mean"])
+def test_guidance_is_applied_after_clipping_as_guided_diffusion(gm, form):
+    """Review A1: with ``clip_x0`` (the default of ``sampler=ddpm``) and an imperfect ε model, the guided
+    ancestral chain equals guided-diffusion's loop in its order — clip x̂₀, then shift — for both forms;
+    the old order (shift ε, then clip) differs, so the test can tell them apart."""
+    schedule = DiscreteSchedule(linear_betas(100, 1e-3, 0.15))
+    eps_fn = _imperfect_eps(gm, schedule)
+    grad_fn = lambda x, t, y=None: gm.class_log_prob_grad(x, torch.zeros(x.shape[0], dtype=torch.long),  # noqa: E731
+                                                          schedule.alpha(t.round().long()), schedule.sigma(t.round().long()))
+    x_T = torch.randn(256, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    guided = ClassifierGuidance(scale=3.0, form=form, grad_fn=grad_fn)(eps_fn, schedule, torch.zeros(256, dtype=torch.long))
+    ours = ddpm(guided, schedule, x_T, variance="fixedlarge", clip_x0=True, generator=torch.Generator().manual_seed(11))
+    ref = _adm_reference(eps_fn, grad_fn, schedule, x_T, 3.0, form, seed=11)
+    assert torch.allclose(ours, ref, atol=1e-9, rtol=0)
+    old_order = _adm_reference(eps_fn, grad_fn, schedule, x_T, 3.0, form, seed=11, shift_then_clip=True)
+    assert (old_order - ref).abs().max() > 0.1
+
+
+def test_ddim_with_clipping_shifts_the_clipped_eps(gm):
+    """improved-diffusion's ``ddim_sample`` with ``cond_fn``: ε from the clipped x̂₀, then the ε-shift,
+    then DDIM eq. 12 with the shifted ε and the x̂₀ it implies."""
+    schedule = DiscreteSchedule(linear_betas(100, 1e-3, 0.15))
+    eps_fn, sc = _imperfect_eps(gm, schedule), schedule
+    grad_fn = lambda x, t, y=None: gm.class_log_prob_grad(x, torch.zeros(x.shape[0], dtype=torch.long),  # noqa: E731
+                                                          schedule.alpha(t.round().long()), schedule.sigma(t.round().long()))
+    x = x_T = torch.randn(128, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    seq = list(range(0, 100, 10))
+    for k in reversed(range(len(seq))):
+        t, s = seq[k], (seq[k - 1] if k > 0 else None)
+        tt = torch.full((x.shape[0],), t)
+        x0 = (sc.sqrt_recip_alphas_cumprod[t] * x - sc.sqrt_recipm1_alphas_cumprod[t] * eps_fn(x, tt, None)).clamp(-1, 1)
+        eps = (sc.sqrt_recip_alphas_cumprod[t] * x - x0) / sc.sqrt_recipm1_alphas_cumprod[t] - sc.sqrt_one_minus_alphas_cumprod[t] * 2.0 * grad_fn(x, tt)
+        x0 = sc.sqrt_recip_alphas_cumprod[t] * x - sc.sqrt_recipm1_alphas_cumprod[t] * eps
+        a_s = sc.alphas_cumprod[s] if s is not None else torch.tensor(1.0, dtype=torch.float64)
+        x = a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
+    guided = ClassifierGuidance(scale=2.0, grad_fn=grad_fn)(eps_fn, schedule, torch.zeros(128, dtype=torch.long))
+    ours = ddim(guided, schedule, x_T, 10, clip_x0=True)
+    assert torch.allclose(ours, x, atol=1e-9, rtol=0)
+
+
+def test_cfg_is_clipped_after_guidance_and_classifier_guidance_before(gm, schedule):
+    """GLIDE combines the two ε in its model function, before ``p_mean_variance`` clips: an x̂₀ transform
+    lands on top of CFG (the guided x̂₀ is clipped) but below classifier guidance (its shift is kept)."""
+    from diffzoo.denoisers import ClipX0
+
+    base = mixture_denoiser(gm, schedule)
+    x, y = 3 * _points(32), torch.zeros(32, dtype=torch.long)
+    cfg = ClassifierFreeGuidance(4.0).wrap(base).with_x0_transform(ClipX0()).bind(y=y)
+    assert cfg.predict(x, 150).x0.abs().max() <= 1
+    grad_fn = lambda x, tau, y: 50 * torch.ones_like(x)  # noqa: E731 - a huge shift
+    cg = ClassifierGuidance(scale=1.0, grad_fn=grad_fn).wrap(base).with_x0_transform(ClipX0()).bind(y=y)
+    assert cg.predict(x, 150).x0.abs().max() > 1
+
+
+def test_mean_form_is_refused_by_every_sampler_but_ancestral(gm, schedule):
+    base = mixture_denoiser(gm, schedule)
+    guided = ClassifierGuidance(form="mean", grad_fn=lambda x, tau, y: torch.zeros_like(x)).wrap(base).bind(y=torch.zeros(4, dtype=torch.long))
+    x_T = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="form=mean"):
+        ddim(guided, x_T, 5)
+    for name in ("ddim", "pc", "ode"):
+        with pytest.raises(ConfigError, match="needs sampler=ddpm"):
+            SamplerSpec(name)(guided, x_T)
+    assert SamplerSpec("ddpm", 5)(guided, x_T).shape == x_T.shape
+
+
+def test_cfg_is_refused_for_a_model_trained_without_label_dropout():
+    """Review A6: a conditional U-Net has a null-class embedding whether or not it was trained; only a
+    model trained with ``cond_drop_prob > 0`` exposes it as its unconditional input."""
+    untrained_null = _tiny_module(cond_drop_prob=0.0)
+    with pytest.raises(ConfigError, match="cond_drop_prob > 0"):
+        ClassifierFreeGuidance(2.0).wrap(untrained_null.denoiser())
+    trained = _tiny_module(cond_drop_prob=0.1)
+    assert trained.denoiser().null_cond == {"y": trained.net.null_class}
+    ClassifierFreeGuidance(2.0).wrap(trained.denoiser())

@@ -9,14 +9,23 @@ import torch
 from torch import nn
 
 from diffzoo.data.gaussian_mixture import GaussianMixture
+from diffzoo.denoisers import Denoiser, as_sde_denoiser
 from diffzoo.errors import ConfigError
 from diffzoo.lit.diffusion import DiffusionModule
 from diffzoo.likelihood import bits_per_dim, ode_log_likelihood
 from diffzoo.metrics.likelihood_eval import _check_route
-from diffzoo.metrics.ode_nll import ode_nll, probability_flow_of
+from diffzoo.metrics.ode_nll import ode_nll
 from diffzoo.objectives import SimpleLoss
-from diffzoo.parameterization.vp_bridge import ddpm_as_vpsde, vpsde_of_schedule
 from diffzoo.schedules import DiscreteSchedule, cosine_betas, linear_betas, scaled_linear_betas, sqrt_linear_betas
+
+
+def vpsde_of_schedule(schedule, name=None):
+    return schedule.as_vpsde(name)
+
+
+def ddpm_as_vpsde(eps_fn, schedule):
+    """The ε-model ``eps_fn(x, τ)`` (τ: the real-valued step index) read on the VP SDE of its β table."""
+    return as_sde_denoiser(Denoiser(lambda x, tau: eps_fn(x, tau), schedule, "eps"))
 
 MIX_2D = GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.5, -0.5]], [[[0.09, 0.05], [0.05, 0.36]], [[0.25, -0.04], [-0.04, 0.16]]])
 EPS = 1e-5
@@ -66,15 +75,15 @@ def test_bridge_score_is_the_vp_marginal_score_and_feeds_time_times_T_minus_1():
     seen = []
     eps_fn = mixture_eps_fn(MIX_2D, sde, 1000, seen)
     two_c = lambda x, tau: torch.cat([eps_fn(x, tau), torch.full_like(x, 7.0)], 1)  # noqa: E731
-    bridge = ddpm_as_vpsde(two_c, schedule, channels=2)
-    assert bridge.time_scale == 999.0 and bridge.sde.beta_max == 20.0
+    bridge = ddpm_as_vpsde(two_c, schedule)
+    assert bridge.model_time(1.0) == 999.0 and bridge.process.beta_max == 20.0
     x = torch.tensor([[-1.0, 0.4], [0.3, 0.0], [1.6, -0.3], [2.0, 1.0]], dtype=torch.float64)
     for t_val in (1e-3, 0.1, 0.5, 1.0):
         t = torch.full((4,), t_val, dtype=torch.float64)
         mean, std = sde.marginal_prob(x, t)
         torch.testing.assert_close(mean, sde.alpha(t)[:, None] * x)
         expected = MIX_2D.score(x, sde.alpha(t), std)
-        torch.testing.assert_close(bridge.score_fn(x, t), expected, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(bridge.score(x, t), expected, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(seen[-1], 999.0 * t)
 
 
@@ -86,14 +95,14 @@ def test_ode_likelihood_of_the_ddpm_model_is_the_mixture_log_density(T):
     means up to 1.5) with the N(0, I) prior."""
     schedule = DiscreteSchedule(linear_betas(T))
     sde = vpsde_of_schedule(schedule)
-    bridge = ddpm_as_vpsde(mixture_eps_fn(MIX_2D, sde, T), schedule, channels=2)
+    bridge = ddpm_as_vpsde(mixture_eps_fn(MIX_2D, sde, T), schedule)
     x = MIX_2D.sample(40, torch.Generator().manual_seed(0)).double()
     exact = exact_log_p(sde, MIX_2D, x, EPS)
-    out = ode_log_likelihood(bridge.score_fn, bridge.sde, x, hutchinson="exact", rtol=1e-6, atol=1e-6, eps=EPS,
+    out = ode_log_likelihood(bridge, x, hutchinson="exact", rtol=1e-6, atol=1e-6, eps=EPS,
                              prior_logp=lambda z: exact_log_p(sde, MIX_2D, z, 1.0))
     torch.testing.assert_close(out.log_likelihood, exact, atol=2e-4, rtol=0)
     if T == 1000:
-        std_prior = ode_log_likelihood(bridge.score_fn, bridge.sde, x, hutchinson="exact", eps=EPS)
+        std_prior = ode_log_likelihood(bridge, x, hutchinson="exact", eps=EPS)
         assert (std_prior.log_likelihood - exact).abs().max() < 2e-2
 
 
@@ -112,7 +121,7 @@ class MixtureEpsNet(nn.Module):
 
 
 def _module(betas, net, run_config=None):
-    module = DiffusionModule(net, DiscreteSchedule(betas), SimpleLoss(), sampler=None,
+    module = DiffusionModule(net, DiscreteSchedule(betas), SimpleLoss(), sampler="ddpm",
                              optimizer=lambda p: torch.optim.SGD(p, lr=0.0), data_shape=(net.dim,))
     module.run_config = run_config
     return module
@@ -122,12 +131,13 @@ def test_ode_nll_of_a_diffusion_module_is_exact():
     """``ode_nll`` on a DiffusionModule (linear β, T = 100) runs the bridge: nats equal −log p_eps of
     the mixture (exact prior), bits/dim use the [−1, 1] offset of 7 bits."""
     module = _module(linear_betas(100), MixtureEpsNet(MIX_2D, 100)).double()
-    flow = probability_flow_of(module)
-    assert flow.route == "ddpm_vpsde" and flow.data_range == (-1.0, 1.0) and flow.sde.N == 100
+    denoiser = module.denoiser()
+    sde = as_sde_denoiser(denoiser).process
+    assert denoiser.data_range == (-1.0, 1.0) and sde.N == 100
     x = MIX_2D.sample(12, torch.Generator().manual_seed(1)).double()
-    out = ode_nll(module, x, dequantize=False, hutchinson="exact", rtol=1e-6, atol=1e-6, eps=EPS,
-                  prior_logp=lambda z: exact_log_p(flow.sde, MIX_2D, z, 1.0))
-    torch.testing.assert_close(out.nll, -exact_log_p(flow.sde, MIX_2D, x, EPS), atol=2e-4, rtol=0)
+    out = ode_nll(denoiser, x, dequantize=False, hutchinson="exact", rtol=1e-6, atol=1e-6, eps=EPS,
+                  prior_logp=lambda z: exact_log_p(sde, MIX_2D, z, 1.0))
+    torch.testing.assert_close(out.nll, -exact_log_p(sde, MIX_2D, x, EPS), atol=2e-4, rtol=0)
     torch.testing.assert_close(out.bits_per_dim, bits_per_dim(out.nll, 2, data_range=(-1.0, 1.0)))
     assert out.nfe > 10
 
@@ -138,7 +148,7 @@ def test_other_beta_tables_are_refused_naming_the_schedule(make, name):
         vpsde_of_schedule(DiscreteSchedule(make(100)), name)
     config = {"schedule": {"betas": {"_target_": f"diffzoo.schedules.{name}"}}}
     module = SimpleNamespace(schedule=DiscreteSchedule(make(100)), run_config=config)
-    with pytest.raises(ConfigError, match=rf"metrics=\[nll_ode\] on a discrete-time model: the β table {name} .*metrics=\[nll_vlb\]"):
+    with pytest.raises(ConfigError, match=rf"metrics=\[nll_ode\]: the β table {name} .*metrics=\[nll_vlb\]"):
         _check_route(module, "nll_ode")
     _check_route(SimpleNamespace(schedule=DiscreteSchedule(linear_betas(100)), run_config=None), "nll_ode")
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from diffzoo.data.gaussian_mixture import GaussianMixture
-from diffzoo.lit.score import ScoreModule, with_steps
+from diffzoo.lit.score import ScoreModule
 from diffzoo.metrics.ode_nll import ode_nll
 from diffzoo.networks import NCSNMLP
 from diffzoo.objectives.dsm import NCSNDSMLoss, SDEDSMLoss
@@ -152,7 +152,7 @@ def test_ladder_plan_spends_a_langevin_budget():
 @pytest.mark.parametrize("sde", [VPSDE(beta_min=0.2, beta_max=10.0), SubVPSDE(), VESDE(sigma_min=0.02, sigma_max=30.0)],
                          ids=lambda s: type(s).__name__)
 def test_with_steps_rebuilds_the_same_sde_with_another_N(sde):
-    new = with_steps(sde, 17)
+    new = sde.with_steps(17)
     assert type(new) is type(sde) and new.N == 17
     t = torch.linspace(0.01, 1.0, 9, dtype=torch.float64)
     torch.testing.assert_close(new.sigma(t), sde.sigma(t))
@@ -163,7 +163,9 @@ def test_with_steps_rebuilds_the_same_sde_with_another_N(sde):
 
 
 # ---------------------------------------------------------------------------------- the module
-def test_sample_steps_is_the_sde_discretisation_and_the_langevin_budget():
+def test_steps_is_the_nfe_budget_of_pc_and_of_annealed_langevin():
+    """``sampler.steps`` is the NFE budget of every sampler: PC with a corrector spends two network
+    evaluations per time step, so 14 means N = 7; annealed Langevin spreads its updates over the ladder."""
     nfe = {}
 
     def record(d):
@@ -173,8 +175,10 @@ def test_sample_steps_is_the_sde_discretisation_and_the_langevin_budget():
     module = make_module(ExactEps(mixture, sde), sde)
     x = module.sample(4, steps=7, generator=torch.Generator().manual_seed(0), callback=record)
     assert x.shape == (4, 2) and nfe["n"] == 7
-    module.sample(4, steps=7, sampler=functools.partial(pc, predictor="euler_maruyama", corrector="langevin"), callback=record)
-    assert nfe["n"] == 14
+    steps = []
+    module.sample(4, steps=14, sampler=functools.partial(pc, predictor="euler_maruyama", corrector="langevin"),
+                  callback=lambda d: (record(d), steps.append(d["t"])))
+    assert nfe["n"] == 14 and len(steps) == 7
     assert module.schedule.N == 1000  # the module's own process is untouched
 
     ladder = SigmaLadder(sigma_max=1.0, sigma_min=0.1, L=10, prior_range=(-1.0, 1.0))
@@ -219,8 +223,10 @@ def test_unit_transform_trains_on_unit_data_and_samples_back_to_data_coordinates
     torch.testing.assert_close(seen["x0"], (x + 1) / 2)
     torch.testing.assert_close(module.from_model(module.to_model(x)), x)
     x_T = torch.zeros(5, 2)
-    out = module.sample(x_T=x_T, sampler=lambda score_fn, process, x, **kw: x)
-    torch.testing.assert_close(out, 2 * x_T - 1)
+    denoiser = module.denoiser()
+    torch.testing.assert_close(denoiser.to_data(x_T), 2 * x_T - 1)
+    torch.testing.assert_close(denoiser.from_data(denoiser.to_data(x)), x)
+    assert denoiser.data_range == (0.0, 1.0)
     with pytest.raises(ValueError, match="unit"):
         make_module(_TimeIgnoring(), VPSDE(), data_transform="centred")
 
@@ -280,16 +286,16 @@ def test_ode_nll_is_the_exact_density_in_bits_per_dim_in_either_coordinate_syste
     for mixture, transform in ((gm(), "none"), (gm(shift=1.0, scale=0.5), "unit")):
         module = make_module(ExactEps(mixture, sde), sde, data_transform=transform)
         p1 = functools.partial(mixture.log_prob, alpha=sde.alpha(t1), sigma=sde.sigma(t1))
-        out = ode_nll(module, x, dequantize=False, hutchinson="exact", rtol=1e-7, atol=1e-7, prior_logp=p1)
+        out = ode_nll(module.denoiser(), x, dequantize=False, hutchinson="exact", rtol=1e-7, atol=1e-7, prior_logp=p1)
         torch.testing.assert_close(out.bits_per_dim.double(), exact_bpd, atol=2e-4, rtol=0)
         assert out.nfe > 0
         # the N(0, I) prior: log N(z; α(1)μ, ·) vs log N(z; 0, I) differs by O(α(1)·|μ|·|z|) nats
-        approx = ode_nll(module, x, dequantize=False, hutchinson="exact", rtol=1e-7, atol=1e-7)
+        approx = ode_nll(module.denoiser(), x, dequantize=False, hutchinson="exact", rtol=1e-7, atol=1e-7)
         torch.testing.assert_close(approx.bits_per_dim.double(), exact_bpd, atol=0.02, rtol=0)
     ncsn = make_module(NCSNMLP(num_classes=3), SigmaLadder(L=3), functools.partial(annealed_langevin, n_steps_each=2),
                        parameterization=ScoreParameterization("direct"), objective=NCSNDSMLoss())
-    with pytest.raises(ValueError, match="needs a model with an SDE"):
-        ode_nll(ncsn, x)
+    with pytest.raises(ValueError, match="no continuous-time SDE"):
+        ode_nll(ncsn.denoiser(), x)
 
 
 # ---------------------------------------------------------------------------------- recipes

@@ -21,6 +21,23 @@ FAST_DEV_RUN_STEPS = 5
 FAST_DEV_RUN_NLL_N = 4
 
 
+def fast_dev_run_sampler(spec, process):
+    """The sampler a ``fast_dev_run`` (a wiring check) uses: the same one on a budget of at most
+    :data:`FAST_DEV_RUN_STEPS` network evaluations (at most the two steps PC needs), or, for the
+    adaptive ODE, loose tolerances."""
+    if spec.adaptive:
+        return spec.with_options(rtol=1e-2, atol=1e-2)
+    planned = spec.plan(process).nfe
+    budget = min(planned, FAST_DEV_RUN_STEPS) if planned else FAST_DEV_RUN_STEPS
+    for steps in range(budget, planned + 1 if planned else budget + 1):
+        try:
+            spec.with_steps(steps).plan(process)
+            return spec.with_steps(steps)
+        except ValueError:  # too small for this sampler (PC needs two steps)
+            continue
+    return spec
+
+
 class Evaluation(L.Callback):
     """Every ``every_n_steps`` optimizer steps and when training ends, draw ``n`` samples with the
     EMA weights — every rank its share of the global indices, features gathered (see
@@ -36,11 +53,12 @@ class Evaluation(L.Callback):
     Args:
         every_n_steps: period in optimizer steps (``None``: only at the end).
         at_train_end: also evaluate when training ends (unless that step was just evaluated).
-        n, metrics, seed, batch_size, sample_steps, extractor, backend, reference_split,
-            reference_n, kid_subsets, kid_subset_size, is_splits, use_ema, classifier_epochs: see
-            :class:`~diffzoo.metrics.pipeline.EvalSetup`; ``sample_steps`` is the module's "fewer
-            steps" knob (a respaced schedule, Improved DDPM §4; an SDE's N; a Langevin budget) — a
-            1000-step sampler is slow on a CPU.
+        n, metrics, seed, batch_size, extractor, backend, reference_split, reference_n, kid_subsets,
+            kid_subset_size, is_splits, use_ema, classifier_epochs: see
+            :class:`~diffzoo.metrics.pipeline.EvalSetup`.
+        sampler: settings that replace the model's own sampler's for evaluation, e.g.
+            ``{"steps": 100}`` (its NFE budget: a 1000-step sampler is slow on a CPU), or a whole
+            sampler config; ``None`` samples as the model is configured.
         nll: options of the likelihood metrics (:class:`~diffzoo.metrics.likelihood_eval.LikelihoodSetup`).
         cache_dir: where classifiers / reference statistics are cached (default: the run
             config's ``paths.cache_dir``).
@@ -55,7 +73,7 @@ class Evaluation(L.Callback):
         metrics: Sequence[str] | None = None,
         seed: int = 0,
         batch_size: int = 250,
-        sample_steps: int | None = 100,
+        sampler: dict | None = None,
         extractor: str = "auto",
         backend: str = "torch-fidelity",
         reference_split: str = "train",
@@ -73,7 +91,8 @@ class Evaluation(L.Callback):
             raise ValueError(f"callbacks.evaluation.every_n_steps must be >= 1 or null, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.at_train_end = at_train_end
-        self.setup_args = dict(n=n, metrics=tuple(metrics) if metrics else None, seed=seed, batch_size=batch_size, sample_steps=sample_steps,
+        self.sampler = dict(sampler) if sampler else None
+        self.setup_args = dict(n=n, metrics=tuple(metrics) if metrics else None, seed=seed, batch_size=batch_size,
                                extractor=extractor, backend=backend, reference_split=reference_split, reference_n=reference_n,
                                kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits, use_ema=use_ema,
                                classifier_epochs=classifier_epochs, likelihood=LikelihoodSetup(**dict(nll or {})))
@@ -99,7 +118,7 @@ class Evaluation(L.Callback):
 
     def _prepare(self, trainer, pl_module) -> EvalInputs:
         self._inputs = prepare_evaluation(
-            tuple(pl_module.data_shape), self._data_cfg(pl_module), self._setup(trainer), self._cache_dir(pl_module),
+            tuple(pl_module.data_shape), self._data_cfg(pl_module), self._setup(trainer, pl_module), self._cache_dir(pl_module),
             device=trainer.strategy.root_device, datamodule=getattr(trainer, "datamodule", None),
         )
         return self._inputs
@@ -129,15 +148,18 @@ class Evaluation(L.Callback):
             raise ValueError("the Evaluation callback needs the run config's 'data' entry (set by build_module)")
         return data_cfg
 
-    def _setup(self, trainer) -> EvalSetup:
+    def _setup(self, trainer, pl_module) -> EvalSetup:
+        from ..samplers import SamplerSpec
+
         args = dict(self.setup_args)
+        spec = SamplerSpec.resolve(pl_module.sampler, self.sampler)
         if trainer.fast_dev_run:
             args["n"] = min(args["n"], FAST_DEV_RUN_N)
-            args["sample_steps"] = min(args["sample_steps"] or FAST_DEV_RUN_STEPS, FAST_DEV_RUN_STEPS)
+            spec = fast_dev_run_sampler(spec, pl_module.schedule)
             nll = args["likelihood"]
             args["likelihood"] = LikelihoodSetup(**{**nll.__dict__, "n": min(nll.n or FAST_DEV_RUN_NLL_N, FAST_DEV_RUN_NLL_N),
                                                     "steps": min(nll.steps or FAST_DEV_RUN_STEPS, FAST_DEV_RUN_STEPS)})
-        return EvalSetup(**args)
+        return EvalSetup(**args, sampler=spec)
 
     @torch.no_grad()
     def evaluate(self, trainer, pl_module) -> EvalResult:
@@ -145,7 +167,7 @@ class Evaluation(L.Callback):
         step = int(trainer.global_step)
         inputs = self._inputs or self._prepare(trainer, pl_module)
         with torch.random.fork_rng(devices=[]):  # leave the training RNG as it was
-            result = run_evaluation(pl_module, self._data_cfg(pl_module), self._setup(trainer), self._cache_dir(pl_module),
+            result = run_evaluation(pl_module, self._data_cfg(pl_module), self._setup(trainer, pl_module), self._cache_dir(pl_module),
                                     datamodule=getattr(trainer, "datamodule", None), step=step, inputs=inputs)
         self._last_step = step
         self.last_records = result.records

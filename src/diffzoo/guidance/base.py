@@ -1,16 +1,14 @@
-"""What every guidance method shares: the denoiser contracts, ε ↔ score, and step look-ups.
+"""What every guidance method shares: denoiser → denoiser, and the earlier call form.
 
-Guidance turns a denoiser into a denoiser (DESIGN.md): it takes the *conditional model function*
+A guidance method (an ``nn.Module``, so a classifier it holds follows ``.to(device)``) turns a
+:class:`~diffzoo.denoisers.Denoiser` into a guided denoiser with :meth:`Guidance.wrap`; samplers
+never know whether, or how, they are guided. The labels reach it as conditioning ``y`` (int64
+``[B]``), bound with :meth:`~diffzoo.denoisers.Denoiser.bind` after wrapping.
 
-    model_fn(x, t, y) → network output [B, C(+C), …]     (y int64 [B]; the null class = "no label")
-
-and returns the plain ``eps_fn(x, t)`` every sampler takes, so samplers never know whether, or how,
-they are guided. ``t`` is always the int64 ``[B]`` tensor of indices into the *original* schedule
-(the samplers' contract); extra output channels (a learned variance) pass through untouched.
-
-An ε-prediction and a score are two views of one quantity: for ``x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε``,
-``∇ log p_t(x_t) = −ε*(x_t) / √(1 − ᾱ_t)`` (DDPM §3.2 / Song et al. 2021, eq. 11; Vincent 2011),
-so a guidance term added to the score is a term subtracted from ε, scaled by ``√(1 − ᾱ_t)``.
+The earlier call form ``guidance(model_fn, schedule, y, null_class) → eps_fn(x, t)`` (``model_fn(x,
+t, y)``, ``t`` int64 indices into the original schedule) still works: it builds the denoiser of
+``model_fn`` on ``schedule``, wraps and binds it, and returns it seen as an ``eps_fn``
+(:class:`~diffzoo.denoisers.EpsFnView`).
 """
 
 from __future__ import annotations
@@ -20,42 +18,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..schedules.discrete import DiscreteSchedule, extract
+from ..denoisers import Denoiser, EpsFnView
 
-__all__ = [
-    "EpsFn", "ModelFn", "Guidance", "NoGuidance", "eps_to_score", "score_to_eps", "schedule_positions",
-    "check_labels",
-]
+__all__ = ["Guidance", "NoGuidance", "ModelFn", "check_labels", "model_fn_denoiser"]
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ModelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ModelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def eps_to_score(eps: torch.Tensor, schedule: DiscreteSchedule, pos: torch.Tensor) -> torch.Tensor:
-    """``∇ log p_t(x) = −ε / √(1 − ᾱ_t)``; ``pos`` int64 ``[B]`` indexes ``schedule``."""
-    return -eps / extract(schedule.sqrt_one_minus_alphas_cumprod, pos, eps)
-
-
-def score_to_eps(score: torch.Tensor, schedule: DiscreteSchedule, pos: torch.Tensor) -> torch.Tensor:
-    """``ε = −√(1 − ᾱ_t) · ∇ log p_t(x)`` (the inverse of :func:`eps_to_score`)."""
-    return -score * extract(schedule.sqrt_one_minus_alphas_cumprod, pos, score)
-
-
-def schedule_positions(schedule: DiscreteSchedule, t: torch.Tensor) -> torch.Tensor:
-    """Map original-schedule indices ``t`` (int64 ``[B]``, what ``eps_fn`` receives) to positions
-    in ``schedule`` (respaced or not), raising if a ``t`` is not one of its steps."""
-    steps = schedule.timesteps.to(t.device)
-    pos = torch.searchsorted(steps, t.long()).clamp(max=steps.numel() - 1)
-    if not bool((steps[pos] == t).all()):
-        missing = sorted(set(t.tolist()) - set(steps.tolist()))[:5]
-        raise ValueError(
-            f"guidance: timesteps {missing} are not steps of the schedule it was given ({steps.numel()} steps); "
-            "give the guidance the schedule the sampler runs on"
-        )
-    return pos
-
-
-def check_labels(y: torch.Tensor | None, batch: int, what: str) -> torch.Tensor:
+def check_labels(y, batch: int, what: str) -> torch.Tensor:
     """``y`` as int64 ``[batch]`` (a scalar is broadcast); a clear error when it is missing."""
     if y is None:
         raise ValueError(f"{what} needs class labels y (set y=<class> or leave y=null for one row per class)")
@@ -66,35 +36,47 @@ def check_labels(y: torch.Tensor | None, batch: int, what: str) -> torch.Tensor:
     return y
 
 
+def model_fn_denoiser(model_fn: ModelFn, schedule, null_class: int | None = None) -> Denoiser:
+    """The ε-denoiser of ``model_fn(x, t, y)`` (``t`` int64 original indices, ``y`` int64 ``[B]`` or
+    ``None``) on a discrete ``schedule``; ``null_class`` is its "no label" class, if it has one."""
+
+    def net_fn(x: torch.Tensor, tau: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return model_fn(x, tau.round().long(), y)
+
+    null = {"y": int(null_class)} if null_class is not None else None
+    return Denoiser(net_fn, schedule, "eps", cond_keys=("y",), null_cond=null)
+
+
 class Guidance(nn.Module):
-    """A guidance method: ``guidance(model_fn, schedule, y, null_class) → eps_fn(x, t)``.
-
-    Args of the call:
-        model_fn: ``model_fn(x, t, y) → [B, C(+C), …]`` (see the module docstring); an
-            unconditional model ignores ``y``.
-        schedule: the schedule the sampler will walk (possibly respaced); the wrapper reads
-            ᾱ (and, for the mean shift, Σ) there.
-        y: int64 ``[B]`` target labels (or ``None`` where the method needs none).
-        null_class: the label meaning "no class" (classifier-free guidance), or ``None``.
-
-    It is an ``nn.Module`` so that a method holding a network (a classifier) follows ``.to(device)``.
-    ``scale`` is the guidance strength (0 = unguided for every method).
-    """
+    """A guidance method. ``scale`` is its strength (0 = unguided for every method); ``name`` its
+    short name in output folders and summaries."""
 
     scale: float = 0.0
+    name: str = "guidance"
 
-    def forward(self, model_fn: ModelFn, schedule: DiscreteSchedule, y: torch.Tensor | None,
-                null_class: int | None = None) -> EpsFn:  # pragma: no cover - abstract
+    def wrap(self, denoiser: Denoiser) -> Denoiser:  # pragma: no cover - abstract
+        """The guided denoiser."""
         raise NotImplementedError
+
+    def forward(self, model_fn: ModelFn, schedule, y: torch.Tensor | None, null_class: int | None = None):
+        """The earlier form: ``eps_fn(x, t)`` of ``model_fn`` on ``schedule``, guided towards ``y``."""
+        guided = self.wrap(model_fn_denoiser(model_fn, schedule, null_class))
+        if y is not None:
+            guided = guided.bind(y=y if torch.is_tensor(y) else torch.as_tensor(y))
+        return EpsFnView(guided)
 
 
 class NoGuidance(Guidance):
-    """The model as it is: ``eps_fn(x, t) = model_fn(x, t, y)`` (``y`` may be ``None``)."""
+    """The model as it is (conditional on ``y`` if it is given and the model takes labels)."""
 
-    name = "none"  # in output folders and summaries
+    name = "none"
 
-    def forward(self, model_fn: ModelFn, schedule: DiscreteSchedule, y: torch.Tensor | None,
-                null_class: int | None = None) -> EpsFn:
+    def wrap(self, denoiser: Denoiser) -> Denoiser:
+        return denoiser
+
+    def forward(self, model_fn: ModelFn, schedule, y: torch.Tensor | None, null_class: int | None = None):
+        """The earlier form: ``eps_fn(x, t) = model_fn(x, t, y)`` (no schedule needed)."""
+
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return model_fn(x, t, None if y is None else check_labels(y, x.shape[0], "sampling").to(x.device))
 

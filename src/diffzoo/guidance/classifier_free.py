@@ -10,32 +10,25 @@ which is the ε of the (unnormalised) density ``p(z|c)^{1+w} / p(z)^w`` — in s
 classifier ``p(c|z) ∝ p(z|c)/p(z)`` at scale w (CFG §3.2). ``w = 0`` is the conditional model.
 GLIDE and Stable Diffusion write it ``ε_∅ + s·(ε_c − ε_∅)`` with ``s = 1 + w``.
 
-The conditional and unconditional predictions come from ONE forward pass over the concatenated
-batch ``[x; x]`` with labels ``[c; ∅]`` (as GLIDE's sampling code does), so guidance costs one
-network evaluation of twice the batch per step. Extra output channels (a learned variance) are
-taken from the conditional half.
+The two predictions come from ONE forward pass over ``[x; x]`` with conditions ``[c; ∅]`` (as
+GLIDE's sampling code does): one network evaluation of twice the batch per step. Extra output
+channels (a learned variance) are taken from the conditional half. The combination is part of the
+model function: an x̂₀ transform (clipping, Imagen's thresholding) applies to the *guided* x̂₀, as
+GLIDE's ``model_fn`` runs before ``p_mean_variance`` clips.
+
+Only a model trained with its condition dropped has a meaningful ∅: wrapping a denoiser without
+``null_cond`` (``model.cond_drop_prob = 0``) is an error.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..schedules.discrete import DiscreteSchedule
-from .base import EpsFn, Guidance, ModelFn, check_labels
+from ..denoisers import Denoiser, DenoiserWrapper, Prediction, X0Transformed
+from ..errors import ConfigError
+from .base import Guidance, check_labels
 
-__all__ = ["ClassifierFreeGuidance", "classifier_free_eps"]
-
-
-def classifier_free_eps(model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, null_class: int,
-                        scale: float) -> torch.Tensor:
-    """CFG eq. 6 with one batched forward: ``x`` ``[B, C, …]``, ``t`` int64 ``[B]``, ``y`` int64 ``[B]``
-    → ``[B, C(+C), …]`` (ε̃, then the conditional model's extra channels)."""
-    B, C = x.shape[0], x.shape[1]
-    null = torch.full_like(y, int(null_class))
-    out = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-    cond, uncond = out[:B], out[B:]
-    eps = (1 + scale) * cond[:, :C] - scale * uncond[:, :C]  # CFG eq. 6
-    return torch.cat([eps, cond[:, C:]], dim=1)
+__all__ = ["ClassifierFreeGuidance", "ClassifierFreeGuided"]
 
 
 class ClassifierFreeGuidance(Guidance):
@@ -45,12 +38,9 @@ class ClassifierFreeGuidance(Guidance):
         scale: the guidance weight w ≥ 0 of CFG eq. 6 (0 = the conditional model; the paper's
             best FID is at w = 0.1 on ImageNet 64 and 0.3 on 128; larger w trades diversity for
             fidelity).
-
-    Needs a conditional model with a null class (a :class:`~diffzoo.networks.UNet` with
-    ``num_classes`` trained with ``model.cond_drop_prob > 0``).
     """
 
-    name = "cfg"  # in output folders and summaries
+    name = "cfg"
 
     def __init__(self, scale: float = 1.0):
         super().__init__()
@@ -58,19 +48,39 @@ class ClassifierFreeGuidance(Guidance):
             raise ValueError(f"guidance.scale (CFG w) must be >= 0, got {scale}")
         self.scale = float(scale)
 
-    def forward(self, model_fn: ModelFn, schedule: DiscreteSchedule, y: torch.Tensor | None,
-                null_class: int | None = None) -> EpsFn:
-        if null_class is None:
-            raise ValueError("guidance=cfg needs a class-conditional network with a null class "
-                             "(net.num_classes set, trained with model.conditional=true and model.cond_drop_prob > 0)")
-
-        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            labels = check_labels(y, x.shape[0], "classifier-free guidance").to(x.device)
-            if self.scale == 0:  # (1 + 0)·ε(x, c) − 0·ε(x, ∅): the conditional model alone
-                return model_fn(x, t, labels)
-            return classifier_free_eps(model_fn, x, t, labels, null_class, self.scale)
-
-        return eps_fn
+    def wrap(self, denoiser: Denoiser) -> Denoiser:
+        if denoiser.null_cond is None:
+            raise ConfigError("guidance=cfg needs a model trained with its condition dropped (model.cond_drop_prob > 0, "
+                              "experiment=cfg_*): this model never learned the unconditional prediction of its null class")
+        return ClassifierFreeGuided(denoiser, self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
+
+
+class ClassifierFreeGuided(DenoiserWrapper):
+    """``inner`` guided by CFG eq. 6 at weight ``scale``."""
+
+    def __init__(self, inner: Denoiser, scale: float):
+        super().__init__(inner)
+        self.scale = float(scale)
+
+    def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
+        labels = check_labels(cond.get("y"), x.shape[0], "classifier-free guidance").to(x.device)
+        cond = {**cond, "y": labels}
+        if self.scale == 0:  # (1 + 0)·ε(x, c) − 0·ε(x, ∅): the conditional model alone
+            return self.inner.predict(x, t, **cond)
+        B = x.shape[0]
+        both = {k: torch.cat([v, torch.full_like(v, self.inner.null_cond[k])]) if k in self.inner.null_cond else
+                torch.cat([v, v]) for k, v in cond.items()}
+        t2 = t if isinstance(t, (int, float)) else torch.cat([torch.as_tensor(t).expand(B)] * 2)
+        out = self.inner.predict(torch.cat([x, x]), t2, **both)
+        eps = (1 + self.scale) * out.eps[:B] - self.scale * out.eps[B:]  # CFG eq. 6
+        extra = out.extra[:B] if out.extra is not None else None
+        shift = out.mean_shift[:B] if out.mean_shift is not None else None
+        return Prediction(self.process.x0_from_eps(x, t, eps), eps, t, self.process, extra, shift)
+
+    __call__ = predict
+
+    def with_x0_transform(self, transform) -> Denoiser:
+        return X0Transformed(self, transform)

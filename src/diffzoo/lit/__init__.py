@@ -1,8 +1,13 @@
-"""LightningModules: the single-network diffusion model and (later) the multi-stage ones."""
+"""LightningModules: the diffusion and score models (generative modules with a denoiser), the
+noise-aware classifiers, the SD15 model and SGLD; building them from configs and checkpoints."""
 
+from .base import DiffzooModule, GenerativeModule
 from .build import build_module, load_module
 from .classifier import NoisyClassifierModule
 from .diffusion import DiffusionModule
+from .guidance_loading import check_guidance_fits, load_classifier_guidance
+from .score import ScoreModule
 from .sde_classifier import SDEClassifierModule
 
-__all__ = ["DiffusionModule", "NoisyClassifierModule", "SDEClassifierModule", "build_module", "load_module"]
+__all__ = ["DiffzooModule", "GenerativeModule", "DiffusionModule", "ScoreModule", "NoisyClassifierModule",
+           "SDEClassifierModule", "build_module", "load_module", "load_classifier_guidance", "check_guidance_fits"]

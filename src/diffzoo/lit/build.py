@@ -4,25 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoints import check_state_dict_compatible, load_checkpoint
 from ..errors import CheckpointError, ConfigError
-from .diffusion import DiffusionModule
 
-__all__ = ["build_module", "load_module", "PARTS"]
+__all__ = ["build_module", "load_module", "ALL_PARTS", "parts_of"]
 
-# Config groups instantiated separately and handed to the model (``null`` = not used by it).
-PARTS = ("net", "schedule", "objective", "sampler")
+# Config groups instantiated separately and handed to the model class that takes them.
+ALL_PARTS = ("net", "schedule", "objective", "sampler")
 
 
-def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None) -> DiffusionModule:
-    """Instantiate the parts ``cfg.net``, ``cfg.schedule`` (the forward process: a discrete
-    schedule, an SDE, a σ ladder), ``cfg.objective`` and ``cfg.sampler`` — those that are set —
-    and pass them to ``cfg.model``, with ``data_shape`` and ``seed``. Checks that the network fits
-    the data shape, naming the keys if not."""
-    parts = {group: instantiate(cfg[group]) for group in PARTS if cfg.get(group) is not None}
+def parts_of(model_cfg) -> tuple[str, ...]:
+    """The part groups the class of ``model_cfg`` takes (its ``PARTS``; none for a class without)."""
+    try:
+        cls = get_class(str(model_cfg["_target_"]))
+    except Exception as err:  # noqa: BLE001 - Hydra's own message is clearer once instantiate runs
+        raise ConfigError(f"model._target_={model_cfg.get('_target_')!r} cannot be imported: {err}") from None
+    return tuple(getattr(cls, "PARTS", ()))
+
+
+def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None):
+    """Instantiate the parts the model class takes (its ``PARTS``, e.g. ``cfg.net``, ``cfg.schedule`` —
+    the forward process —, ``cfg.objective``, ``cfg.sampler``) and pass them to ``cfg.model``, with
+    ``data_shape`` and ``seed``. A part set in the config that the class does not take is an error
+    naming it (a classifier has no sampler); the network is checked against the data shape."""
+    takes = parts_of(cfg.model)
+    extra = [g for g in ALL_PARTS if cfg.get(g) is not None and g not in takes]
+    if extra:
+        raise ConfigError(f"{extra[0]} is set but {str(cfg.model._target_).rsplit('.', 1)[-1]} takes no {extra[0]}; "
+                          f"set {extra[0]}=null (it takes {', '.join(takes) or 'no parts'})")
+    parts = {group: instantiate(cfg[group]) for group in takes if cfg.get(group) is not None}
     if data_shape is not None and "net" in parts:
         _check_net_fits_data(parts["net"], tuple(data_shape), cfg)
     module = instantiate(cfg.model, **parts, data_shape=data_shape, seed=cfg.get("seed", 0))
@@ -47,9 +60,9 @@ def _check_net_fits_data(net, data_shape: tuple[int, ...], cfg: DictConfig) -> N
             raise ConfigError(f"net.dim={dim} but the data has dimension {data_shape[0]}")
 
 
-def load_module(ckpt_path, use_ema: bool = True, overrides: dict | None = None) -> DiffusionModule:
-    """Rebuild a :class:`DiffusionModule` from a checkpoint alone (its stored config) and load its
-    raw and EMA weights. ``overrides`` maps top-level config groups to replacements, e.g.
+def load_module(ckpt_path, overrides: dict | None = None):
+    """Rebuild a module from a checkpoint alone (its stored config) and load its raw and EMA
+    weights. ``overrides`` maps top-level config groups to replacements, e.g.
     ``{"sampler": {...}}`` swaps the stored sampler for another one (its keys are not merged)."""
     ckpt = load_checkpoint(ckpt_path)
     meta = ckpt.get("diffzoo") or {}

@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..objectives.base import uniform_timesteps
 from ..schedules.discrete import DiscreteSchedule
-from ..utils.random import GeneratorLike, derive_seed, randn
-from .base import GenerativeModule
+from ..utils.random import derive_seed, randn
+from .base import DiffzooModule
 
 __all__ = ["NoisyClassifierModule", "TimeBucketedClassifier", "t_bucket_ranges"]
 
@@ -33,22 +32,22 @@ def t_bucket_ranges(T: int, n: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1] - 1) for i in range(n)]
 
 
-class TimeBucketedClassifier(GenerativeModule):
+class TimeBucketedClassifier(DiffzooModule):
     """What the noise-aware classifiers share: cross-entropy on noised batches and accuracy logged
-    per range of t. Subclasses set ``buckets`` (``[(lo, hi), …]``) and implement
-    ``noised_logits(x0, t=None, generator=None) → (logits [B, K], t [B])``, ``draw_t(lo, hi, n,
-    generator)`` (t uniform in a range) and ``bucket_name(lo, hi)``."""
+    per range of t. A classifier is not a generative model: it takes a network and the forward
+    process of the model it will guide (``PARTS``), no objective or sampler. Subclasses set
+    ``buckets`` (``[(lo, hi), …]``) and implement ``noised(x0, t, generator) → (x_t, t)`` (the
+    forward process at t, default t drawn uniformly), ``classify_noised(x_t, t) → logits [B, K]``,
+    ``draw_t(lo, hi, n, generator)`` (t uniform in a range), ``preview_times(n)`` and
+    ``bucket_name(lo, hi)``."""
 
+    PARTS = ("net", "schedule")
     buckets: list = []
     _preview: torch.Tensor | None = None
 
-    def _set_parts(self, net: nn.Module, schedule: nn.Module, optimizer, lr_scheduler, data_shape, seed: int,
-                   objective=None, sampler=None) -> None:
-        """What every classifier module holds (see :class:`~diffzoo.lit.base.GenerativeModule`);
-        no EMA, as ADM's and Score SDE's classifier training; no objective or sampler."""
-        if objective is not None or sampler is not None:
-            raise ConfigError(f"{type(self).__name__} is a classifier: it has no objective or sampler; "
-                              "set objective=null sampler=null")
+    def _set_parts(self, net: nn.Module, schedule: nn.Module, optimizer, lr_scheduler, data_shape, seed: int) -> None:
+        """What every classifier module holds (see :class:`~diffzoo.lit.base.DiffzooModule`); no EMA,
+        as ADM's and Score SDE's classifier training."""
         self.net = net
         self.schedule = schedule
         self.optimizer_factory = optimizer
@@ -61,8 +60,37 @@ class TimeBucketedClassifier(GenerativeModule):
     def bucket_name(self, lo, hi) -> str:
         return f"t{lo}-{hi}"
 
-    def draw_t(self, lo, hi, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    def draw_t(self, lo, hi, n: int, generator: torch.Generator | None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def noised(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """``(x_t, t)``: data ``x0`` in ``[−1, 1]`` noised by the forward process at ``t`` (drawn when ``None``)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def classify_noised(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def preview_times(self, n: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def noised_logits(self, x0: torch.Tensor, t: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise ``x0`` at ``t`` (default: drawn over the whole range) and classify it → ``(logits [B, K], t [B])``."""
+        x_t, t = self.noised(x0, t, generator)
+        return self.classify_noised(x_t, t), t
+
+    @torch.no_grad()
+    def noised_preview(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """What the classifier sees, for the run's closing PNG: the last training images noised at ``n``
+        evenly spaced times from the cleanest to the noisiest (``[n, C, H, W]`` in ``[−1, 1]``, clamped)."""
+        x0 = self._preview if self._preview is not None else torch.zeros(1, *self.data_shape, device=self.device)
+        x0 = x0[torch.arange(n, device=x0.device) % x0.shape[0]]
+        x_t, _ = self.noised(x0, self.preview_times(n).to(x0.device), generator)
+        return self.to_data(x_t).clamp(-1, 1)
+
+    def to_data(self, x_t: torch.Tensor) -> torch.Tensor:
+        """The classifier's input coordinates → data coordinates (identity unless overridden)."""
+        return x_t
 
     def _log_bucket_accuracy(self, stage: str, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
         correct = (logits.argmax(-1) == y).float()
@@ -101,12 +129,6 @@ class TimeBucketedClassifier(GenerativeModule):
             out[self.bucket_name(lo, hi)] = float((logits.argmax(-1) == y).float().mean())
         return out
 
-    @staticmethod
-    def _labels(batch: dict) -> torch.Tensor:
-        if "y" not in batch:
-            raise KeyError("a noise-aware classifier needs labelled data ('y'); choose a data set with classes")
-        return batch["y"]
-
 
 class NoisyClassifierModule(TimeBucketedClassifier):
     """A classifier of noised data as a LightningModule.
@@ -116,7 +138,6 @@ class NoisyClassifierModule(TimeBucketedClassifier):
         schedule: the forward process of the diffusion model it will guide (same β table, same T).
         optimizer: ``optimizer(params)`` (``_partial_``; ADM: AdamW lr 3e-4, weight decay 0.05).
         lr_scheduler: optional ``lr_scheduler(optimizer)`` stepped every step.
-        objective, sampler: unused (the config slots of :data:`diffzoo.lit.build.PARTS`); must be ``None``.
         data_shape: shape of one image ``(C, H, W)``.
         seed: base seed; the noise of step k on rank r is seeded by ``(seed, r, k)`` (exact resume).
         t_buckets: number of t ranges accuracy is logged for.
@@ -128,14 +149,12 @@ class NoisyClassifierModule(TimeBucketedClassifier):
         schedule: DiscreteSchedule,
         optimizer: Callable[..., torch.optim.Optimizer],
         lr_scheduler: Callable | None = None,
-        objective: nn.Module | None = None,
-        sampler: Callable | None = None,
         data_shape: tuple[int, ...] | None = None,
         seed: int = 0,
         t_buckets: int = 4,
     ):
         super().__init__()
-        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed, objective, sampler)
+        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed)
         self.buckets = t_bucket_ranges(schedule.T, int(t_buckets))
 
     # ------------------------------------------------------------------ the model
@@ -143,29 +162,18 @@ class NoisyClassifierModule(TimeBucketedClassifier):
         """Logits ``[B, K]`` for noised ``x_t`` ``[B, C, H, W]`` at int64 step indices ``t`` ``[B]``."""
         return self.net(x_t, self.schedule.timesteps.to(t.device)[t].to(x_t.dtype))
 
-    def noised_logits(self, x0: torch.Tensor, t: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise ``x0`` to ``x_t ~ q(x_t | x_0)`` (DDPM eq. 4) at ``t`` (default ``t ~ U{0, …, T−1}``)
-        and classify it → ``(logits [B, K], t [B])``."""
+    classify_noised = classify
+
+    def noised(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """``x_t ~ q(x_t | x_0)`` (DDPM eq. 4) at int64 ``t`` (default ``t ~ U{0, …, T−1}``) → ``(x_t, t)``."""
         if t is None:
             t = uniform_timesteps(self.schedule.T, x0.shape[0], x0.device) if generator is None else \
                 torch.randint(0, self.schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
         noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-        return self.classify(self.schedule.q_sample(x0, t, noise), t), t
+        return self.schedule.q_sample(x0, t, noise), t
 
     def draw_t(self, lo, hi, n: int, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randint(lo, hi + 1, (n,), generator=generator)
 
-    # ------------------------------------------------------------------ what train.py draws at the end
-    @torch.no_grad()
-    def sample(self, n: int, generator: GeneratorLike = None, callback: Callable | None = None, **_) -> torch.Tensor:
-        """Not a generative model: returns the classifier's *inputs* for the final PNG — the last
-        training images noised along ``n`` evenly spaced steps from t = 0 to T−1 (``[n, C, H, W]``)."""
-        x0 = self._preview if self._preview is not None else torch.zeros(1, *self.data_shape, device=self.device)
-        t = torch.linspace(0, self.schedule.T - 1, n).round().long().to(x0.device)
-        x0 = x0[torch.arange(n, device=x0.device) % x0.shape[0]]
-        gen = generator if isinstance(generator, torch.Generator) else None
-        x_t = self.schedule.q_sample(x0, t, randn(x0.shape, gen, device=x0.device, dtype=x0.dtype))
-        if callback is not None:
-            callback({"nfe": 0})
-        return x_t
+    def preview_times(self, n: int) -> torch.Tensor:
+        return torch.linspace(0, self.schedule.T - 1, n).round().long()

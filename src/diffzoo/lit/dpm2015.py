@@ -44,7 +44,7 @@ from ..optim.ema import EMA
 from ..schedules.discrete import extract
 from ..schedules.dpm2015 import (
     DPM2015Schedule,
-    ReverseMoments,
+    GaussianMoments,
     dpm2015_bound_bits_vs_gaussian,
     dpm2015_reverse_moments,
     gaussian_entropy,
@@ -52,7 +52,7 @@ from ..schedules.dpm2015 import (
 )
 from ..utils.progress import track
 from ..utils.random import GeneratorLike, derive_seed, randn, randn_like
-from .base import GenerativeModule
+from .base import DiffzooModule
 
 __all__ = ["DPM2015Module", "T_SAMPLING", "BoundEstimate", "null_loglik_bits"]
 
@@ -72,7 +72,7 @@ class BoundEstimate(NamedTuple):
     k: torch.Tensor  # K (SD15 Table 1, first column)
 
 
-class DPM2015Module(GenerativeModule):
+class DPM2015Module(DiffzooModule):
     """SD15's diffusion probabilistic model for ``[B, D]`` data (see the module docstring).
 
     Args:
@@ -87,6 +87,8 @@ class DPM2015Module(GenerativeModule):
         paper_values: published numbers logged next to the results (e.g. ``paper_bound_bits``).
         data_shape, seed: from ``build_module``; training noise of step k is seeded by ``(seed, k)``.
     """
+
+    PARTS = ("net", "schedule")
 
     def __init__(
         self,
@@ -137,7 +139,7 @@ class DPM2015Module(GenerativeModule):
     # ------------------------------------------------------------------ the model
     def reverse_moments(
         self, x_t: torch.Tensor, t: torch.Tensor, net: nn.Module | None = None, schedule: DPM2015Schedule | None = None
-    ) -> ReverseMoments:
+    ) -> GaussianMoments:
         """``p(x_{t−1} | x_t)`` for int64 ``t`` ``[B]`` (indices ≥ 1): mean and variance ``[B, D]``
         in ``x_t``'s dtype (SD15 code ``get_mu_sigma``)."""
         net, schedule = net or self.net, schedule or self.schedule

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..utils.random import GeneratorLike, randn
+from ..utils.random import randn
+from ..utils.tensors import bcast
+from ..parameterization.data_scaling import DataScaling
 from .classifier import TimeBucketedClassifier
-from .score import DATA_TRANSFORMS
 
 __all__ = ["SDEClassifierModule", "t_ranges"]
 
@@ -48,7 +49,6 @@ class SDEClassifierModule(TimeBucketedClassifier):
         schedule: the :class:`~diffzoo.schedules.sde.SDE` of the score model it will guide.
         optimizer: ``optimizer(params)`` (``_partial_``).
         lr_scheduler: optional ``lr_scheduler(optimizer)`` stepped every step.
-        objective, sampler: unused (the config slots of :data:`diffzoo.lit.build.PARTS`); must be ``None``.
         data_shape: shape of one image ``(C, H, W)``.
         seed: base seed (training noise of step k on rank r is seeded by ``(seed, r, k)``).
         t_buckets: number of t ranges accuracy is logged for.
@@ -65,8 +65,6 @@ class SDEClassifierModule(TimeBucketedClassifier):
         schedule: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         lr_scheduler: Callable | None = None,
-        objective: nn.Module | None = None,
-        sampler: Callable | None = None,
         data_shape: tuple[int, ...] | None = None,
         seed: int = 0,
         t_buckets: int = 4,
@@ -78,38 +76,37 @@ class SDEClassifierModule(TimeBucketedClassifier):
         if not hasattr(schedule, "marginal_prob"):
             raise ConfigError(f"model=sde_classifier needs an SDE (schedule=vpsde | subvpsde | vesde), got "
                               f"{type(schedule).__name__}; a discrete schedule trains with model=classifier")
-        if data_transform not in DATA_TRANSFORMS:
-            raise ConfigError(f"model.data_transform: unknown {data_transform!r}; allowed: {list(DATA_TRANSFORMS)}")
+        self.scaling = DataScaling(data_transform)
         if not 0 < eps < schedule.T:
             raise ConfigError(f"model.eps must lie in (0, {schedule.T}), got {eps}")
         if not time_scale > 0:
             raise ConfigError(f"model.time_scale must be > 0, got {time_scale}")
-        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed, objective, sampler)
+        self._set_parts(net, schedule, optimizer, lr_scheduler, data_shape, seed)
         self.eps, self.time_scale, self.data_transform = float(eps), float(time_scale), data_transform
         self.buckets = t_ranges(self.eps, float(schedule.T), int(t_buckets))
 
     # ------------------------------------------------------------------ the model
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
         """Data in ``[−1, 1]`` → the score model's coordinates (identity, or ``(x + 1)/2``)."""
-        return (x + 1) / 2 if self.data_transform == "unit" else x
+        return self.scaling.to_model(x)
 
     def classify_t(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` of ``x_t`` ``[B, …]`` (model coordinates) at continuous times ``t`` float ``[B]``."""
         return self.net(x_t, (self.time_scale * t).to(x_t.dtype))
 
-    def noised_logits(self, x0: torch.Tensor, t: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Perturb data ``x0`` ``[B, …]`` (in ``[−1, 1]``) to ``x(t) = α(t) x(0) + σ(t) z`` (the SDE's
-        ``marginal_prob``) at ``t`` (default ``t ~ U(eps, T)``) and classify it → ``(logits [B, K], t [B])``."""
+    classify_noised = classify_t
+
+    def noised(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """``x(t) = α(t) x(0) + σ(t) z`` (the SDE's ``marginal_prob``) of data ``x0`` in ``[−1, 1]``, in the
+        model's coordinates, at ``t`` (default ``t ~ U(eps, T)``, Score SDE ``losses.py``) → ``(x_t, t)``."""
         x0 = self.to_model(x0)
         if t is None:
             u = torch.rand(x0.shape[0], generator=generator).to(x0.device) if generator is not None else \
                 torch.rand(x0.shape[0], device=x0.device)
-            t = self.eps + (self.schedule.T - self.eps) * u  # Score SDE losses.py: t ~ U(eps, T)
+            t = self.eps + (self.schedule.T - self.eps) * u
         marginal = self.schedule.marginal_prob(x0, t)
         z = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-        std = marginal.std.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
-        return self.classify_t(marginal.mean.to(x0.dtype) + std * z, t), t
+        return marginal.mean.to(x0.dtype) + bcast(marginal.std, x0) * z, t
 
     def bucket_name(self, lo, hi) -> str:
         return f"t{lo:.2f}-{hi:.2f}"
@@ -118,19 +115,8 @@ class SDEClassifierModule(TimeBucketedClassifier):
         lo = max(lo, self.eps)
         return lo + (hi - lo) * torch.rand(n, generator=generator)
 
-    # ------------------------------------------------------------------ what train.py draws at the end
-    @torch.no_grad()
-    def sample(self, n: int, generator: GeneratorLike = None, callback: Callable | None = None, **_) -> torch.Tensor:
-        """Not a generative model: returns the classifier's *inputs* for the final PNG — the last
-        training images perturbed at ``n`` evenly spaced times from ``eps`` to ``T`` (``[n, C, H, W]``,
-        model coordinates mapped back to ``[−1, 1]`` and clamped)."""
-        x0 = self._preview if self._preview is not None else torch.zeros(1, *self.data_shape, device=self.device)
-        x0 = self.to_model(x0[torch.arange(n, device=x0.device) % x0.shape[0]])
-        t = torch.linspace(self.eps, self.schedule.T, n, device=x0.device)
-        marginal = self.schedule.marginal_prob(x0, t)
-        gen = generator if isinstance(generator, torch.Generator) else None
-        std = marginal.std.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
-        x_t = marginal.mean.to(x0.dtype) + std * randn(x0.shape, gen, device=x0.device, dtype=x0.dtype)
-        if callback is not None:
-            callback({"nfe": 0})
-        return (2 * x_t - 1 if self.data_transform == "unit" else x_t).clamp(-1, 1)
+    def preview_times(self, n: int) -> torch.Tensor:
+        return torch.linspace(self.eps, self.schedule.T, n)
+
+    def to_data(self, x_t: torch.Tensor) -> torch.Tensor:
+        return self.scaling.from_model(x_t)

@@ -52,7 +52,8 @@ class PosteriorDraws(NamedTuple):
 
 
 class SGLDPosterior(L.LightningModule):
-    """``C`` SGLD chains on W&T's two-parameter mixture posterior (eq. 5).
+    """``C`` SGLD chains on W&T's two-parameter mixture posterior (eq. 5). It takes no parts (no network,
+    process, objective or sampler): its parameters are the chains' θ.
 
     Loss (the SGLD optimizer's ``loss = U`` convention, W&T eq. 4): for chain ``c`` with
     minibatch ``B_c`` of size ``n``, ``U_c = −log p(θ_c) − (N/n) Σ_{i∈B_c} log p(x_i | θ_c)``;
@@ -73,6 +74,8 @@ class SGLDPosterior(L.LightningModule):
         data_shape, seed: from ``build_module``; ``seed`` draws the initial ``θ`` of every chain
             from the prior and (per step) the injected noise.
     """
+
+    PARTS: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """Metrics: FID / KID / IS back-ends and feature extractors, reference statistics, names that carry
-their setup, distributed sample drawing, and toy 2-D metrics (DESIGN.md "Metrics")."""
+their setup, distributed sample drawing, and toy 2-D metrics (``docs/ARCHITECTURE.md``, "Metrics")."""
 
 from .backends import BACKENDS, get_backend
 from .classifier import SmallCNN, load_classifier, load_or_train_classifier, train_classifier
@@ -13,7 +13,7 @@ from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
 from .likelihood_eval import LikelihoodSetup, likelihood_records
-from .ode_nll import ODENLL, ode_nll, ode_nll_of_checkpoint
+from .ode_nll import ODENLL, ode_nll
 from .vlb import VLBBitsPerDim, vlb_bits_per_dim
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "likelihood_records",
     "ODENLL",
     "ode_nll",
-    "ode_nll_of_checkpoint",
     "VLBBitsPerDim",
     "vlb_bits_per_dim",
 ]

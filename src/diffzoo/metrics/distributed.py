@@ -1,8 +1,7 @@
 """Distributed evaluation: which samples each process draws, and gathering what it computed.
 
-Sample ``i`` (a *global* index in ``0 … N−1``) is a function of ``(seed, i)`` only: its starting
-noise comes from stream ``"x_T"`` and every later draw from stream ``"steps"`` of its own
-generator (the scheme of ``diffzoo-sample``). The indices are cut into global batches
+Sample ``i`` (a *global* index in ``0 … N−1``) is a function of ``(seed, i)`` only
+(:func:`diffzoo.samplers.sample_indices`, the loop of ``diffzoo-sample`` too). The indices are cut into global batches
 ``[b·B, (b+1)·B)`` of the configured batch size ``B``; each process takes whole batches —
 a contiguous run of them or every ``world_size``-th one — so a batch is computed with the same
 contents and size whatever the number of processes, and 1 or 8 processes give bit-identical
@@ -13,12 +12,12 @@ indices came back. What is gathered is small (features, not images).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from ..utils.random import per_sample_generators, randn
+from ..samplers.loop import SampleBatch
 
 __all__ = [
     "SHARD_MODES",
@@ -139,15 +138,6 @@ def rank_zero_first(fn: Callable[[], T]) -> T:
     return fn()
 
 
-class SampleBatch(NamedTuple):
-    """One batch of generated samples: global ``indices`` int64 ``[b]`` and ``x`` ``[b, *data_shape]``
-    (float in ``[-1, 1]`` on the model's device); ``nfe``: network evaluations the sampler used."""
-
-    indices: torch.Tensor
-    x: torch.Tensor
-    nfe: int
-
-
 @torch.no_grad()
 def draw_samples(
     module,
@@ -155,37 +145,38 @@ def draw_samples(
     seed: int,
     batch_size: int,
     use_ema: bool = True,
-    schedule=None,
     mode: str = "contiguous",
     progress: bool = False,
-    steps: int | None = None,
+    sampler=None,
+    guidance=None,
+    y=None,
 ) -> Iterator[SampleBatch]:
-    """Yield this process's batches of samples from ``module`` (a ``DiffusionModule`` or a
-    ``ScoreModule``: anything with ``sample(x_T=…, generator=…, use_ema=…, schedule=…, steps=…,
-    callback=…)`` and ``data_shape``).
+    """Yield this process's batches of samples from ``module`` (a generative module: anything with
+    ``denoiser(use_ema)``, ``sampler``, ``data_shape`` and ``device``).
 
-    Sample ``i`` starts from ``x_T`` drawn by generator ``(seed, "x_T", i)`` — N(0, I), or the
-    module's own prior (``prior_sample``: VE's N(0, σ_max² I), NCSN's uniform start) — and the
-    sampler draws its later noise from generator ``(seed, "steps", i)``, exactly as
-    ``diffzoo-sample`` does, so sample ``i`` here equals sample ``i`` there. ``schedule``
-    replaces the training schedule (e.g. a respaced one); ``steps`` is the module's "fewer
-    steps" knob (respacing, SDE discretisation, Langevin budget). The training RNG state is left
-    untouched.
+    Every batch goes through :func:`diffzoo.samplers.sample_indices`, the loop ``diffzoo-sample``
+    uses too: sample ``i`` depends only on ``(seed, i)``, so sample ``i`` here equals sample ``i``
+    there, on any number of processes. ``sampler`` (a :class:`~diffzoo.samplers.SamplerSpec`)
+    replaces the module's own; ``guidance`` wraps the denoiser; a class-conditional or guided model
+    gets labels ``y`` per global index (:func:`diffzoo.guidance.labels.labels_for_indices`: ``None``
+    cycles through the classes). The training RNG state is left untouched.
     """
+    from ..guidance.labels import labels_for_indices, num_classes_of
+    from ..samplers import SamplerSpec, sample_indices
     from ..utils.progress import track
 
+    spec = SamplerSpec.of(sampler) if sampler is not None else module.sampler
+    denoiser = module.denoiser(use_ema)
+    needs_labels = guidance is not None or "y" in denoiser.cond_keys
+    num_classes = num_classes_of(getattr(module, "net", None), getattr(guidance, "classifier", None)) if needs_labels else None
     rank, world_size = rank_and_world_size()
     batches = shard_batches(n, batch_size, rank, world_size, mode)
-    for idx in track(batches, total=len(batches), description=f"sampling (rank {rank})", enabled=progress):
-        x_gens = per_sample_generators(seed, idx, stream="x_T")
-        if hasattr(module, "prior_sample"):
-            x_T = module.prior_sample(len(x_gens), x_gens)
-        else:
-            x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in x_gens])
-        gens = per_sample_generators(seed, idx, stream="steps")
-        box = {"nfe": 0}
-        extra = {"steps": steps} if steps is not None else {}
-        with torch.random.fork_rng(devices=[]):
-            x = module.sample(x_T=x_T.to(module.device), generator=gens, use_ema=use_ema, schedule=schedule,
-                              callback=lambda d: box.__setitem__("nfe", d["nfe"]), **extra)
-        yield SampleBatch(torch.as_tensor(list(idx), dtype=torch.long), x, int(box["nfe"]))
+    was_training = module.training
+    module.eval()
+    try:
+        for idx in track(batches, total=len(batches), description=f"sampling (rank {rank})", enabled=progress):
+            labels = labels_for_indices(idx, y, num_classes) if needs_labels else None
+            yield sample_indices(denoiser, spec, idx, seed, module.data_shape, device=module.device, guidance=guidance,
+                                 labels=labels)
+    finally:
+        module.train(was_training)

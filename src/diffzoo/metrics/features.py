@@ -15,12 +15,13 @@ The classifier is also registered with torch-fidelity (``diffzoo-classifier``, w
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from .classifier import SmallCNN, load_classifier, load_or_train_classifier
+from .feature_types import Features
 
 __all__ = [
     "EXTRACTOR_KINDS",
@@ -38,13 +39,6 @@ __all__ = [
 EXTRACTOR_KINDS = ("auto", "inception", "classifier")
 TORCH_FIDELITY_CLASSIFIER = "diffzoo-classifier"
 INCEPTION_MIN_SIZE = 32  # Inception on smaller images (upsampled ≥ 9×) measures the upsampling
-
-
-class Features(NamedTuple):
-    """``features`` float32 ``[B, d]`` (FID / KID) and ``logits`` float32 ``[B, K]`` (IS)."""
-
-    features: torch.Tensor
-    logits: torch.Tensor
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import DiffzooError
-from .features import Features
+from .feature_types import Features
 
 __all__ = [
     "INCEPTION_WEIGHTS_FILE",

@@ -4,12 +4,15 @@
   dequantisation (Score SDE §4.3 and App. D; :func:`diffzoo.metrics.ode_nll.ode_nll`), for a
   score model with an SDE (:class:`~diffzoo.lit.score.ScoreModule`) and for a discrete DDPM
   ε-model with a linear β table, read as a model of the VP SDE that table discretises
-  (Score SDE App. B–C, the "DDPM cont." rows of its Table 2;
-  :mod:`diffzoo.parameterization.vp_bridge`).
+  (Score SDE App. B–C; :meth:`~diffzoo.schedules.DiscreteSchedule.as_vpsde`). Score SDE's
+  reference code divides ε by the *discrete* σ of a discretely trained model; the continuous σ(t)
+  used here gives the same bits/dim to Monte-Carlo precision with far fewer ODE steps.
 * ``nll_vlb`` — a discrete-time model (:class:`~diffzoo.lit.diffusion.DiffusionModule`): the
   variational bound ``L_T + Σ L_{t−1} + L_0`` (DDPM eq. 5, Improved DDPM eqs. 4–6;
   :func:`diffzoo.metrics.vlb.vlb_bits_per_dim`), a bound: on the same DDPM model it is larger
-  than the ODE's value (Score SDE Table 2: ≤ 3.70 vs 3.28 bits/dim on CIFAR-10).
+  than the ODE's value (Score SDE Table 2: ≤ 3.70 vs 3.28 bits/dim on CIFAR-10). x̂₀ is clipped
+  in the reverse mean by default, as improved-diffusion's ``image_nll.py`` (``clip_denoised=True``)
+  whose numbers it is compared with; ``nll.clip_x0=false`` gives the unclipped bound.
 
 Both score the first ``n`` images of a split, quantised to 8 bits as a PNG holds them
 (:func:`~diffzoo.metrics.data.load_split`). Example ``i`` draws its dequantisation noise,
@@ -44,9 +47,11 @@ class LikelihoodSetup:
 
     ``n`` examples of ``split`` (``val`` | ``train``; ``None``: the whole split), ``batch_size``
     at a time, data on ``num_levels`` levels. ODE: ``hutchinson`` probe (rademacher | gaussian |
-    exact), solver tolerances ``rtol`` / ``atol``. VLB: ``steps`` respaces the schedule to K
-    steps (``None``: all T), ``variance`` (``None``: ``learned_range`` for a net with 2C output
-    channels, else the stored sampler's ``variance``, else ``fixedlarge``), ``clip_x0``.
+    exact), solver tolerances ``rtol`` / ``atol``. VLB: ``steps`` — the length of the chain whose
+    bound is computed (a respaced K-step model, Improved DDPM §4; ``None``: all T; not a sampler
+    setting), ``variance`` (``None``: ``learned_range`` for a net with 2C output channels, else the
+    stored sampler's ``variance``, else ``fixedlarge``), ``clip_x0`` (default true, as
+    improved-diffusion's NLL script).
     """
 
     n: int | None = 256
@@ -58,7 +63,7 @@ class LikelihoodSetup:
     atol: float = 1e-5
     steps: int | None = None
     variance: str | None = None
-    clip_x0: bool = False
+    clip_x0: bool = True
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -71,22 +76,31 @@ class LikelihoodSetup:
             raise ValueError(f"nll needs n >= 1, batch_size >= 1, num_levels >= 2; got {self.n}, {self.batch_size}, {self.num_levels}")
 
 
+def _beta_table_name(module) -> str | None:
+    """The name of a discrete model's β table from its stored run config (``"cosine_betas"`` …)."""
+    betas = (((getattr(module, "run_config", None) or {}).get("schedule") or {}).get("betas") or {})
+    target = betas.get("_target_") if isinstance(betas, dict) else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def _is_discrete(module) -> bool:
+    from ..schedules.discrete import DiscreteSchedule
+
+    return isinstance(module.schedule, DiscreteSchedule)
+
+
 def _check_route(module, metric: str) -> None:
     """Each route fits some forward processes: a one-line message naming the schedule if not."""
-    has_sde = hasattr(module.schedule, "prior_logp")
-    has_discrete = hasattr(module.schedule, "alphas_cumprod")
-    if metric == "nll_ode" and not has_sde:
-        if not has_discrete:
-            raise ConfigError(f"metrics=[nll_ode] needs a score model with an SDE (schedule=vpsde | subvpsde | vesde) or a "
-                              f"DDPM model with schedule=linear, not {type(module.schedule).__name__}")
-        from ..parameterization.vp_bridge import vpsde_of_schedule
-        from .ode_nll import beta_table_name
-
+    if metric == "nll_ode":
         try:
-            vpsde_of_schedule(module.schedule, beta_table_name(module))
+            if _is_discrete(module):
+                module.schedule.as_vpsde(_beta_table_name(module))
+            else:
+                module.schedule.continuous_view()
         except ValueError as err:
-            raise ConfigError(f"metrics=[nll_ode] on a discrete-time model: {err}; this model reports metrics=[nll_vlb]") from None
-    if metric == "nll_vlb" and not has_discrete:
+            hint = "; this model reports metrics=[nll_vlb]" if _is_discrete(module) else ""
+            raise ConfigError(f"metrics=[nll_ode]: {err}{hint}") from None
+    if metric == "nll_vlb" and not _is_discrete(module):
         raise ConfigError(f"metrics=[nll_vlb] needs a discrete-time model (DiffusionModule), not a {type(module.schedule).__name__} "
                           "forward process; a score SDE model reports metrics=[nll_ode]")
 
@@ -103,37 +117,36 @@ def _vlb_variance(module, setup: LikelihoodSetup) -> str:
 
 def _ode_route(module) -> dict:
     """How ``nll_ode`` read the model: ``route="sde"``, or ``"ddpm_vpsde"`` with the VP SDE of its
-    β table and the network's time scale (:mod:`diffzoo.parameterization.vp_bridge`)."""
-    if hasattr(module.schedule, "prior_logp"):
+    β table and the network's time scale (:meth:`~diffzoo.schedules.DiscreteSchedule.as_vpsde`)."""
+    sde, t_map = module.schedule.continuous_view()
+    if t_map is None:
         return {"route": "sde"}
-    from ..parameterization.vp_bridge import vpsde_of_schedule
-
-    sde = vpsde_of_schedule(module.schedule)
     return {"route": "ddpm_vpsde", "beta_min": sde.beta_min, "beta_max": sde.beta_max, "N": sde.N,
             "time_scale": float(module.schedule.T - 1)}
 
 
 def _bits_per_dim(module, metric: str, x: torch.Tensor, gens, setup: LikelihoodSetup, use_ema: bool, info: dict) -> tuple[torch.Tensor, int]:
     """``[b]`` bits/dim of the batch ``x`` (on the 256 levels of ``[−1, 1]``) and the NFE used."""
-    if metric == "nll_ode":
-        from .ode_nll import ode_nll
-
-        out = ode_nll(module, x, num_levels=setup.num_levels, hutchinson=setup.hutchinson, rtol=setup.rtol,
-                      atol=setup.atol, use_ema=use_ema, generator=gens)
-        return out.bits_per_dim, out.nfe
-    from ..schedules.discrete import spaced_timesteps
-    from .vlb import vlb_bits_per_dim
-
-    schedule = module.schedule
-    if setup.steps is not None and setup.steps < schedule.T:
-        schedule = schedule.respace(spaced_timesteps(schedule.T, int(setup.steps), "even"))  # Improved DDPM §4
     was_training = module.training
     module.eval()
     try:
-        out = vlb_bits_per_dim(module.denoiser(use_ema), schedule, x, variance=info["variance"], clip_x0=setup.clip_x0, generator=gens)
+        if metric == "nll_ode":
+            from .ode_nll import ode_nll
+
+            out = ode_nll(module.denoiser(use_ema), x, num_levels=setup.num_levels, hutchinson=setup.hutchinson,
+                          rtol=setup.rtol, atol=setup.atol, generator=gens)
+            return out.bits_per_dim, out.nfe
+        from ..schedules.discrete import spaced_timesteps
+        from .vlb import vlb_bits_per_dim
+
+        schedule = module.schedule
+        if setup.steps is not None and setup.steps < schedule.T:
+            schedule = schedule.respace(spaced_timesteps(schedule.T, int(setup.steps), "even"))  # Improved DDPM §4
+        out = vlb_bits_per_dim(module.denoiser(use_ema), schedule, x, variance=info["variance"], clip_x0=setup.clip_x0,
+                               generator=gens)
+        return out.total_bpd, schedule.T
     finally:
         module.train(was_training)
-    return out.total_bpd, schedule.T
 
 
 def likelihood_records(module, metrics, datamodule, setup: LikelihoodSetup, seed: int = 0, use_ema: bool = True,
@@ -173,6 +186,6 @@ def likelihood_records(module, metrics, datamodule, setup: LikelihoodSetup, seed
             extra.update(variance=info["variance"], steps=min(setup.steps or module.schedule.T, module.schedule.T), clip_x0=setup.clip_x0)
         records.append(MetricRecord(
             name=metric_name(metric, n, setup.split), value=float(values.mean()), std=se, metric=metric, n=n,
-            nfe=all_reduce_max(nfe), weights="ema" if use_ema else "raw", seed=seed, step=step,
+            nfe=all_reduce_max(nfe), weights=module.weights_label(use_ema), seed=seed, step=step,
             reference={"split": setup.split, "n": n}, extra=extra))
     return records

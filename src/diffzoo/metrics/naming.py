@@ -61,7 +61,9 @@ class MetricRecord:
         feature_space: ``inception``, a classifier's data set (``digits``), or ``None`` (toy data).
         extractor: identity of the feature extractor (weights file / hash); ``backend``: who computed it.
         sampler, nfe, eta, guidance_scale, weights: how the samples were drawn (``weights``:
-            ``ema`` | ``raw``); ``eta`` / ``guidance_scale`` are ``None`` where they do not apply.
+            ``ema`` | ``raw``); ``eta`` / ``guidance_scale`` are ``None`` where they do not apply;
+            ``sampler_options``: every setting of the sampler (its NFE budget ``steps``, ``step_norm``
+            of the PC corrector, …).
         reference: ``{"split", "n", "hash", "resize"}`` of the reference statistics (``hash``: content hash).
         seed, step: the evaluation seed and the model's training step.
         extra: anything else a metric reports (KID subset size, IS splits, …).
@@ -79,6 +81,7 @@ class MetricRecord:
     eta: float | None = None
     guidance_scale: float | None = None
     weights: str = "ema"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     step: int | None = None

@@ -19,7 +19,7 @@ from .naming import IMAGE_METRICS, LIKELIHOOD_METRICS, METRICS, TOY_METRICS, Met
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
-__all__ = ["EvalSetup", "EvalInputs", "EvalResult", "default_metrics", "sampler_info", "sampling_steps", "prepare_evaluation", "run_evaluation"]
+__all__ = ["EvalSetup", "EvalInputs", "EvalResult", "default_metrics", "sampler_info", "prepare_evaluation", "run_evaluation"]
 
 
 @dataclass
@@ -27,8 +27,8 @@ class EvalSetup:
     """What to measure and how to sample (the knobs of ``diffzoo-eval`` / the callback).
 
     ``n`` samples, seeded per global index by ``seed``, drawn ``batch_size`` at a time with the
-    EMA (or raw) weights, with ``sample_steps`` steps if given (the module's ``sample(steps=…)``:
-    a respaced discrete schedule, an SDE discretised with N steps, a Langevin budget). Image
+    EMA (or raw) weights and ``sampler`` (a :class:`~diffzoo.samplers.SamplerSpec`; ``None``: the
+    module's own). Image
     metrics use the ``extractor`` (auto | inception | classifier) and compare with the first
     ``reference_n`` (all: ``None``) images of ``reference_split``; toy metrics compare with the
     held-out split; likelihood metrics (``nll_ode`` / ``nll_vlb``) score held-out images as
@@ -40,7 +40,7 @@ class EvalSetup:
     seed: int = 0
     batch_size: int = 256
     use_ema: bool = True
-    sample_steps: int | None = None
+    sampler: Any = None
     extractor: str = "auto"
     backend: str = "torch-fidelity"
     reference_split: str = "train"
@@ -92,30 +92,20 @@ class EvalResult:
         return out
 
 
-def sampling_steps(module, steps: int | None = None) -> int | None:
-    """The steps a ``module.sample(steps=steps)`` call walks: the module's own answer where it
-    has one (``ScoreModule.sampling_steps``: SDE N, Langevin updates, ``None`` for the adaptive
-    ODE); for a discrete schedule, a sampler's own sub-sequence (DDIM ``steps``) or the
-    schedule respaced to ``steps`` (``T`` when ``None``)."""
-    if hasattr(module, "sampling_steps"):
-        return module.sampling_steps(steps)
-    own = ((module.run_config or {}).get("sampler") or {}).get("steps")
-    T = module.schedule.T
-    return int(own) if own else (min(int(steps), T) if steps else T)
+def sampler_info(module, sampler=None) -> dict[str, Any]:
+    """How ``module`` samples with ``sampler`` (default its own): the sampler's name, η, σ̂, the NFE
+    its plan spends (``steps``; ``None`` for the adaptive ODE) and all its settings (``options``)."""
+    from ..samplers import SamplerSpec
 
-
-def sampler_info(module, steps: int | None = None) -> dict[str, Any]:
-    """Sampler name, η, guidance scale (``None`` where absent) from the module's run config, and
-    the steps walked with the ``steps`` knob (:func:`sampling_steps`)."""
-    cfg = module.run_config or {}
-    sampler_cfg = cfg.get("sampler") or {}
-    guidance = cfg.get("guidance") or {}
+    spec = SamplerSpec.of(sampler) if sampler is not None else module.sampler
+    options = spec.describe()
     return {
-        "sampler": str(sampler_cfg.get("_target_", type(module.sampler).__name__)).rsplit(".", 1)[-1],
-        "eta": sampler_cfg.get("eta"),
-        "sigma_hat": bool(sampler_cfg.get("sigma_hat", False)),
-        "guidance_scale": guidance.get("scale", guidance.get("guidance_scale")) if isinstance(guidance, Mapping) else None,
-        "steps": sampling_steps(module, steps),
+        "sampler": spec.name,
+        "eta": options.get("eta"),
+        "sigma_hat": bool(options.get("sigma_hat", False)),
+        "guidance_scale": None,
+        "steps": spec.plan(module.schedule).nfe,
+        "options": options,
     }
 
 
@@ -173,7 +163,7 @@ def run_evaluation(module, data_cfg: Mapping[str, Any], setup: EvalSetup, cache_
     get the same records back. With only likelihood metrics nothing is sampled (``nfe`` 0)."""
     if inputs is None:
         inputs = prepare_evaluation(module.data_shape, data_cfg, setup, cache_dir, module.device, datamodule)
-    info = sampler_info(module, setup.sample_steps)
+    info = sampler_info(module, setup.sampler)
     sample_metrics = tuple(m for m in inputs.metrics if m not in LIKELIHOOD_METRICS)
     records, nfe, preview, all_images = [], 0, torch.empty(0, *module.data_shape), None
     if sample_metrics:
@@ -188,7 +178,7 @@ def _sample_records(module, setup: EvalSetup, inputs: EvalInputs, metrics: tuple
     images_data, extractor = inputs.extractor is not None, inputs.extractor
     rows, logits, indices, previews, images, nfe = [], [], [], [], [], 0
     batches = draw_samples(module, setup.n, setup.seed, setup.batch_size, setup.use_ema, mode=setup.shard, progress=setup.progress,
-                           steps=setup.sample_steps)
+                           sampler=setup.sampler)
     for batch in batches:
         nfe = max(nfe, batch.nfe)
         indices.append(batch.indices)
@@ -204,8 +194,9 @@ def _sample_records(module, setup: EvalSetup, inputs: EvalInputs, metrics: tuple
             rows.append(batch.x.float().cpu())
     idx = _cat(indices, torch.long)
     nfe = all_reduce_max(nfe)
-    common = dict(n=setup.n, weights="ema" if setup.use_ema else "raw", seed=setup.seed, step=step, nfe=nfe,
-                  sampler=info["sampler"], eta=info["eta"], guidance_scale=info["guidance_scale"])
+    common = dict(n=setup.n, weights=module.weights_label(setup.use_ema), seed=setup.seed, step=step, nfe=nfe,
+                  sampler=info["sampler"], eta=info["eta"], guidance_scale=info["guidance_scale"],
+                  sampler_options=info["options"])
     gathered = gather_by_index(_cat(rows, torch.float32), idx, setup.n)
     if images_data:
         all_logits = gather_by_index(_cat(logits, torch.float32), idx, setup.n) if "is" in metrics else None

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from ..denoisers import Denoiser, EpsFnView
 from ..objectives.vlb import prior_bpd, vlb_term_bpd
 from ..parameterization.reverse import check_variance_kind, p_mean_variance, split_model_output
 from ..schedules.discrete import DiscreteSchedule
@@ -50,7 +51,8 @@ def vlb_bits_per_dim(
 
     Args:
         eps_fn: ``eps_fn(x, t) → [B, C, …]`` (``2C`` for ``"learned_range"``); ``t`` is an int64
-            ``[B]`` tensor of indices into the *original* schedule.
+            ``[B]`` tensor of indices into the *original* schedule — or a module's denoiser on the
+            original schedule.
         schedule: the schedule, possibly respaced (one network call per step of it).
         x0: data ``[B, C, …]`` on the 256 levels of [-1, 1] (the decoder's bins).
         variance: ``"fixedlarge"``, ``"fixedsmall"`` or ``"learned_range"`` (see
@@ -60,6 +62,8 @@ def vlb_bits_per_dim(
     Returns: :class:`VLBBitsPerDim` (float ``[B]``, ``[B]``, ``[B, T]``).
     """
     check_variance_kind(variance)
+    if isinstance(eps_fn, Denoiser):
+        eps_fn = EpsFnView(eps_fn)
     channels, B = x0.shape[1], x0.shape[0]
     timesteps = schedule.timesteps.to(x0.device)
     terms = torch.empty(B, schedule.T, dtype=x0.dtype, device=x0.device)

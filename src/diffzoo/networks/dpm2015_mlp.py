@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..schedules.dpm2015 import temporal_bump_basis  # the bumps are shared with the learned β
+from ..utils.bumps import temporal_bump_basis  # the bumps are shared with the learned β of the SD15 schedule
 
 __all__ = ["DPM2015MLP", "ReverseCoefficients", "temporal_bump_basis"]
 

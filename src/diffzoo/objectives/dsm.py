@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..utils.tensors import bcast
 from ..schedules.ladder import SigmaLadder
 from ..schedules.sde import SDE
 from .base import ObjectiveOutput
@@ -28,9 +29,6 @@ Reduction = Literal["mean", "sum"]
 SDE_WEIGHTINGS = ("sigma2", "likelihood")
 SDE_REDUCTIONS = ("mean", "sum")
 
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def _flat(v: torch.Tensor) -> torch.Tensor:
@@ -65,8 +63,8 @@ class NCSNDSMLoss(nn.Module):
         i = schedule.sample_index(x0.shape[0], device=x0.device)
         sigma = schedule.sigmas.to(x0.device)[i].to(x0.dtype)
         z = torch.randn_like(x0)
-        x_tilde = x0 + _bcast(sigma, x0) * z
-        target = -z / _bcast(sigma, x0)  # ∇ log q_σ(x̃ | x) = −(x̃ − x)/σ²   (eq. 5)
+        x_tilde = x0 + bcast(sigma, x0) * z
+        target = -z / bcast(sigma, x0)  # ∇ log q_σ(x̃ | x) = −(x̃ − x)/σ²   (eq. 5)
         score = score_fn(x_tilde, sigma, **cond)
         per_sample = 0.5 * _flat(score - target).pow(2).sum(-1) * sigma.pow(self.anneal_power)  # eq. 6
         return ObjectiveOutput(per_sample.mean(), per_sample, sigma)
@@ -121,11 +119,11 @@ class SDEDSMLoss(nn.Module):
         t = torch.rand(B, device=x0.device, dtype=x0.dtype) * (sde.T - self.eps) + self.eps  # t ~ U(eps, T)
         z = torch.randn_like(x0)
         mean, std = sde.marginal_prob(x0, t)
-        x_t = mean + _bcast(std, x0) * z
+        x_t = mean + bcast(std, x0) * z
         score = score_fn(x_t, t, **cond)
         if self.weighting == "sigma2":
-            per_sample = self._reduce((score * _bcast(std, x0) + z) ** 2)  # λ = σ²: ‖σ s + z‖²
+            per_sample = self._reduce((score * bcast(std, x0) + z) ** 2)  # λ = σ²: ‖σ s + z‖²
         else:
             g2 = sde.sde(torch.zeros_like(x0), t).diffusion.to(x0.dtype) ** 2  # λ = g(t)²
-            per_sample = self._reduce((score + z / _bcast(std, x0)) ** 2) * g2
+            per_sample = self._reduce((score + z / bcast(std, x0)) ** 2) * g2
         return ObjectiveOutput(per_sample.mean(), per_sample, t)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..utils.tensors import bcast
 
 __all__ = ["ScoreParameterization", "SCORE_KINDS", "NET_INPUTS"]
 
@@ -37,9 +38,6 @@ SCORE_KINDS = ("eps", "scaled", "direct")
 NET_INPUTS = ("time", "index", "none")
 _DEFAULT_INPUT = {"eps": "time", "scaled": "time", "direct": "index"}
 
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
 class ScoreParameterization:
@@ -97,6 +95,6 @@ class ScoreParameterization:
         out = out[:, : x.shape[1]].to(x.dtype)
         if self.kind == "direct":
             return out
-        sigma = _bcast(schedule.sigma(t), out)
+        sigma = bcast(schedule.sigma(t), out)
         # "eps": s = −ε_θ/σ(t) (Score SDE models/utils.py); "scaled": s = out/σ (NCSNv2 T3).
         return -out / sigma if self.kind == "eps" else out / sigma

@@ -1,39 +1,34 @@
-"""Samplers: one function each, sharing one signature (DESIGN.md "diffzoo.samplers").
+"""Samplers: one function each over the denoiser contract (``docs/ARCHITECTURE.md``).
 
-Each takes the model function first, the starting noise explicitly, and ``generator=None``,
-``callback=None``, ``progress=False``; it returns the final sample and reports the number of
-network evaluations (``nfe``) through ``callback``.
+Every sampler is called ``name(denoiser, x_T, steps=None, *, generator=None, callback=None,
+progress=False, **options)``: ``denoiser`` a :class:`~diffzoo.denoisers.Denoiser`, ``x_T`` the
+starting noise, ``steps`` the NFE budget. It returns the final sample and reports the NFE and the
+time it walked through ``callback``; ``sampler.plan(process, steps, **options)`` says beforehand which
+grid it walks and what it spends. The earlier call forms (``ddim(eps_fn, schedule, x_T, steps)``,
+``pc(score_fn, sde, x_T)``, …) still work.
 
-* discrete time (ε-prediction): :func:`ddpm`, :func:`ddim` (+ :func:`ddim_encode` / :func:`ddim_decode`)
+* ancestral / DDIM: :func:`ddpm`, :func:`ddim` (+ :func:`ddim_encode` / :func:`ddim_decode`) — any process
+* SDEs (Score SDE): :func:`pc`, :func:`probability_flow_ode`, :func:`inpaint`, :func:`colorize` — SDE
+  models and DDPM models with a linear β table
 * noise-conditional scores (NCSN): :func:`annealed_langevin`, :func:`langevin`
-* SDEs (Score SDE): :func:`pc`, :func:`probability_flow_ode`, :func:`inpaint`, :func:`colorize`
+
+:class:`SamplerSpec` is a sampler chosen by config; :func:`sample_indices` the one sampling loop.
 """
 
 from .ddim import DDIM_SKIPS, ddim
 from .ddim_inversion import ddim_decode, ddim_encode, slerp
-from .ddpm import ddpm
+from .ddpm import VARIANCES, ddpm
 from .inpaint import colorize, inpaint
-from .langevin import STEP_CONVENTIONS, annealed_langevin, langevin
+from .langevin import STEP_CONVENTIONS, annealed_langevin, langevin, langevin_update
+from .loop import SampleBatch, sample_indices
 from .ode import ODE_METHODS, probability_flow_ode
 from .pc import CORRECTORS, PREDICTORS, pc, register_corrector, register_predictor
+from .plan import SamplingPlan
+from .spec import SAMPLERS, SamplerSpec
 
 __all__ = [
-    "ddpm",
-    "ddim",
-    "DDIM_SKIPS",
-    "ddim_encode",
-    "ddim_decode",
-    "slerp",
-    "annealed_langevin",
-    "langevin",
-    "STEP_CONVENTIONS",
-    "pc",
-    "PREDICTORS",
-    "CORRECTORS",
-    "register_predictor",
-    "register_corrector",
-    "probability_flow_ode",
-    "ODE_METHODS",
-    "inpaint",
-    "colorize",
+    "ddpm", "VARIANCES", "ddim", "DDIM_SKIPS", "ddim_encode", "ddim_decode", "slerp", "annealed_langevin", "langevin",
+    "langevin_update", "STEP_CONVENTIONS", "pc", "PREDICTORS", "CORRECTORS", "register_predictor", "register_corrector",
+    "probability_flow_ode", "ODE_METHODS", "inpaint", "colorize", "SamplerSpec", "SAMPLERS", "SamplingPlan",
+    "sample_indices", "SampleBatch",
 ]

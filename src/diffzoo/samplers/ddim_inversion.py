@@ -19,9 +19,10 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..schedules.discrete import DiscreteSchedule, extract
+from ..denoisers import Denoiser, eps_denoiser
 from ..utils.progress import track
-from .ddim import ddim, ddim_subsequence
+from .ddim import ddim
+from .plan import counted, grid_of
 
 __all__ = ["ddim_encode", "ddim_decode", "slerp", "interpolation_grid", "InterpolationGrid"]
 
@@ -29,66 +30,60 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def ddim_encode(
-    eps_fn: EpsFn,
-    schedule: DiscreteSchedule,
-    x0: torch.Tensor,
-    steps: int,
-    skip: str = "uniform",
-    callback: Callable[[dict], None] | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Map data to DDIM latents: the η = 0 update run from ᾱ = 1 up through τ_0 < … < τ_{S−1}.
-
-    Step into ``τ_i`` from the previous level ``s`` (ᾱ_s = 1 and x_s = x_0 for i = 0), with ε
-    evaluated at the point already reached (DDIM §5.4, "reverse of eq. 14"):
-
-        x_{τ_i} = √ᾱ_{τ_i} · x̂_0 + √(1 − ᾱ_{τ_i}) · ε_θ(x_s, s),   x̂_0 = (x_s − √(1 − ᾱ_s) ε_θ) / √ᾱ_s,
-
-    where the first step, which has no noise level below τ_0, uses ε_θ(x_0, τ_0).
-
-    Args:
-        eps_fn: ``eps_fn(x, t)`` as for :func:`diffzoo.samplers.ddim` (int64 original indices;
-            extra variance channels ignored).
-        schedule: the schedule; x0: data ``[B, C, …]``; steps, skip: as for ``ddim``.
-        callback: called after every step with ``{"i", "t", "x", "x0", "nfe"}``.
-    Returns: the latent ``x_T`` ``[B, C, …]`` at index τ_{S−1}.
-    """
-    sub = ddim_subsequence(schedule, steps, skip)
+def _encode(denoiser: Denoiser, x0: torch.Tensor, steps: int | None = None, *, skip: str = "uniform",
+            callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
+    grid = grid_of(denoiser.process, steps, skip)
+    process = denoiser.process
+    count = counted(callback)
     x = x0
-    channels, B = x.shape[1], x.shape[0]
-    timesteps = sub.timesteps.to(x.device)
-    for i in track(range(sub.T), total=sub.T, description="DDIM encode", enabled=progress):
-        eval_index = max(i - 1, 0)  # ε at the level reached; τ_0 for the first step
-        t_eval = torch.full((B,), eval_index, dtype=torch.long, device=x.device)
-        t_next = torch.full((B,), i, dtype=torch.long, device=x.device)
-        out = eps_fn(x, timesteps[t_eval])
-        if out.shape[1] < channels:
-            raise ValueError(f"network output has {out.shape[1]} channels; the data have {channels} (net.out_channels)")
-        eps = out[:, :channels].to(x.dtype)
-        a_s = extract(sub.alphas_cumprod_prev, t_next, x)  # ᾱ of the level reached (1 at i = 0)
-        a_t = extract(sub.alphas_cumprod, t_next, x)
-        pred_x0 = (x - (1 - a_s).sqrt() * eps) / a_s.sqrt()
-        x = a_t.sqrt() * pred_x0 + (1 - a_t).sqrt() * eps  # DDIM eq. 12 with σ = 0, t increasing
-        if callback is not None:
-            callback({"i": i, "t": int(sub.timesteps[i]), "x": x, "x0": pred_x0, "nfe": i + 1})
+    for i in track(range(len(grid)), total=len(grid), description="DDIM encode", enabled=progress):
+        # ε at the level reached; the first step, with no level below τ_0, evaluates at τ_0.
+        p = denoiser.predict(x, grid[max(i - 1, 0)])
+        a_s, s_s = (1.0, 0.0) if i == 0 else process.alpha_sigma(grid[i - 1])
+        a_t, s_t = process.alpha_sigma(grid[i])
+        pred_x0 = (x - s_s * p.eps) / a_s
+        x = a_t * pred_x0 + s_t * p.eps  # DDIM eq. 12 with σ = 0, t increasing
+        count({"i": i, "t": grid[i], "x": x, "x0": pred_x0})
     return x
 
 
-def ddim_decode(
-    eps_fn: EpsFn,
-    schedule: DiscreteSchedule,
-    x_T: torch.Tensor,
-    steps: int,
-    skip: str = "uniform",
-    clip_x0: bool = False,
-    callback: Callable[[dict], None] | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def ddim_encode(*args, **kwargs) -> torch.Tensor:
+    """Map data to DDIM latents: the η = 0 update run from clean data up through τ_0 < … < τ_{S−1}.
+
+    Step into ``τ_i`` from the previous level ``s`` (``x_s = x_0``, α = 1, σ = 0 for i = 0), with ε
+    evaluated at the point already reached (DDIM §5.4, "reverse of eq. 14"):
+
+        x_{τ_i} = α_{τ_i} · x̂_0 + σ_{τ_i} · ε_θ(x_s, s),   x̂_0 = (x_s − σ_s ε_θ) / α_s,
+
+    where the first step, which has no noise level below τ_0, uses ε_θ(x_0, τ_0).
+
+    Call forms: ``ddim_encode(denoiser, x0, steps=None, *, skip="uniform", callback=None, progress=False)``,
+    or ``ddim_encode(eps_fn, schedule, x0, steps, skip="uniform", …)`` (``eps_fn(x, t)`` with int64
+    original indices). Returns the latent ``x_T`` ``[B, C, …]`` at τ_{S−1}.
+    """
+    if args and isinstance(args[0], Denoiser):
+        return _encode(*args, **kwargs)
+    return _encode_legacy(*args, **kwargs)
+
+
+def _encode_legacy(eps_fn, schedule, x0, steps, skip="uniform", callback=None, progress=False):
+    return _encode(eps_denoiser(eps_fn, schedule), x0, steps, skip=skip, callback=callback, progress=progress)
+
+
+def ddim_decode(*args, **kwargs) -> torch.Tensor:
     """Map latents back to data: deterministic DDIM (η = 0) over the same sub-sequence as
-    :func:`ddim_encode`. Shapes: ``x_T`` ``[B, C, …]`` → ``[B, C, …]``."""
-    return ddim(eps_fn, schedule, x_T, steps, eta=0.0, skip=skip, clip_x0=clip_x0,
-                callback=callback, progress=progress)
+    :func:`ddim_encode`. Call forms: ``ddim_decode(denoiser, x_T, steps=None, *, skip, clip_x0, callback,
+    progress)`` or ``ddim_decode(eps_fn, schedule, x_T, steps, skip="uniform", clip_x0=False, …)``.
+    Shapes: ``x_T`` ``[B, C, …]`` → ``[B, C, …]``."""
+    if args and isinstance(args[0], Denoiser):
+        denoiser, x_T, *rest = args
+        return ddim(denoiser, x_T, *rest, eta=0.0, **{"clip_x0": False, **kwargs})
+    return _decode_legacy(*args, **kwargs)
+
+
+def _decode_legacy(eps_fn, schedule, x_T, steps, skip="uniform", clip_x0=False, callback=None, progress=False):
+    return ddim(eps_denoiser(eps_fn, schedule), x_T, steps, eta=0.0, skip=skip, clip_x0=clip_x0, callback=callback,
+                progress=progress)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
@@ -123,8 +118,8 @@ class InterpolationGrid(NamedTuple):
 
 
 def interpolation_grid(
-    eps_fn: EpsFn,
-    schedule: DiscreteSchedule,
+    eps_fn: EpsFn | Denoiser,
+    schedule,
     z0: torch.Tensor,
     z1: torch.Tensor,
     path,
@@ -137,6 +132,7 @@ def interpolation_grid(
     one row per pair, α = 0 … 1 left to right (DDIM Fig. 6).
 
     Args:
+        eps_fn, schedule: the model as ``eps_fn(x, t)`` on ``schedule``, or a denoiser (then ``schedule`` is unused).
         z0, z1: latents ``[rows, C, H, W]`` (e.g. N(0, I) noise, or :func:`ddim_encode` of images).
         path: output PNG; num: interpolation points per row (≥ 2); steps, skip, clip_x0: of the decoder.
     """
@@ -150,5 +146,5 @@ def interpolation_grid(
     alphas = torch.linspace(0, 1, num, dtype=torch.float64)
     # row r, column k ↦ slerp(z0[r], z1[r], α_k), laid out row-major
     latents = slerp(z0.repeat_interleave(num, 0), z1.repeat_interleave(num, 0), alphas.repeat(rows))
-    images = ddim_decode(eps_fn, schedule, latents, steps, skip=skip, clip_x0=clip_x0)
+    images = ddim_decode(eps_denoiser(eps_fn, schedule), latents, steps, skip=skip, clip_x0=clip_x0)
     return InterpolationGrid(images, save_image_grid(images, path, nrow=num))

@@ -19,22 +19,25 @@ from typing import Callable
 
 import torch
 
-from ..schedules.sde import SDE
+from ..denoisers import Denoiser, as_sde_denoiser, score_denoiser
 from ..utils.random import GeneratorLike, randn_like
-from .pc import PCStep, StepNorm, pc
+from ..utils.tensors import bcast
+from .pc import PCStep, pc
 
 __all__ = ["inpaint", "colorize", "decorrelating_basis"]
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Transform = Callable[[torch.Tensor], torch.Tensor]
+PC_OPTIONS = ("predictor", "corrector", "snr", "n_corrector", "eps", "denoise", "step_norm")
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _conditioned_pc(score_fn, sde: SDE, x_T, known, keep, to_basis: Transform, from_basis: Transform, pc_kwargs, generator):
+def _conditioned_pc(denoiser: Denoiser, x_T, known, keep, to_basis: Transform, from_basis: Transform, steps, pc_kwargs,
+                    generator):
     """PC sampling with ``to_basis(x)[keep]`` tied to ``known`` (values in that basis)."""
+    sde = as_sde_denoiser(denoiser).process
 
     def impose(u: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         return torch.where(keep, value, u)
@@ -42,46 +45,46 @@ def _conditioned_pc(score_fn, sde: SDE, x_T, known, keep, to_basis: Transform, f
     def project(x: torch.Tensor, x_mean: torch.Tensor, t: torch.Tensor) -> PCStep:
         # App. I.2: replace the known part with a sample of p_0t(· | y) at the current t.
         mean, std = sde.marginal_prob(known, t)
-        noisy = mean + std.reshape(-1, *([1] * (known.ndim - 1))) * randn_like(known, generator)
+        noisy = mean + bcast(std, known) * randn_like(known, generator)
         return PCStep(from_basis(impose(to_basis(x), noisy)), from_basis(impose(to_basis(x_mean), mean)))
 
     t_T = torch.full((x_T.shape[0],), sde.T, device=x_T.device, dtype=x_T.dtype)
     x_start = project(x_T, x_T, t_T).x
-    out = pc(score_fn, sde, x_start, project=project, generator=generator, **pc_kwargs)
+    out = pc(denoiser, x_start, steps, project=project, generator=generator, **pc_kwargs)
     return from_basis(impose(to_basis(out), known))
 
 
-def inpaint(
-    score_fn: ScoreFn,
-    sde: SDE,
-    x_T: torch.Tensor,
-    y: torch.Tensor,
-    mask: torch.Tensor,
-    predictor: str = "reverse_diffusion",
-    corrector: str = "langevin",
-    snr: float = 0.16,
-    n_corrector: int = 1,
-    eps: float = 1e-3,
-    denoise: bool = True,
-    step_norm: StepNorm = "batch",
-    generator: GeneratorLike = None,
-    callback: Callable[[dict], None] | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def _split(args, kwargs):
+    """The model as a denoiser and the remaining arguments, for either call form: ``(denoiser, x_T, …)``
+    or the earlier ``(score_fn, sde, x_T, …)``."""
+    if args and isinstance(args[0], Denoiser):
+        return args[0], list(args[1:]), kwargs
+    score_fn, sde, *rest = args
+    return score_denoiser(score_fn, sde), rest, kwargs
+
+
+def inpaint(*args, **kwargs) -> torch.Tensor:
     """Fill the unknown values of ``y`` with the PC sampler (Score SDE App. I.2).
 
+    Call forms: ``inpaint(denoiser, x_T, y, mask, steps=None, *, predictor, corrector, snr, n_corrector,
+    eps, denoise, step_norm, generator, callback, progress)``, or the earlier
+    ``inpaint(score_fn, sde, x_T, y, mask, predictor=…, …)``.
+
     Args:
-        score_fn, sde, x_T: as for :func:`~diffzoo.samplers.pc.pc` (``x_T`` ``[B, …]``).
-        y: ``[B, …]`` data with the known values (the rest is ignored).
+        x_T: ``[B, …]`` starting noise (the process's ``prior_sample``).
+        y: ``[B, …]`` data with the known values (the rest is ignored), in the model's coordinates.
         mask: bool/0-1 tensor broadcastable to ``y``; true (1) where ``y`` is known.
-        predictor, corrector, snr, n_corrector, eps, denoise, step_norm, generator, callback,
-            progress: passed to :func:`~diffzoo.samplers.pc.pc`.
+        steps: NFE budget of the PC sampler (``None``: the SDE's ``N`` time steps).
+        the rest: passed to :func:`~diffzoo.samplers.pc.pc`.
     Returns: ``[B, …]`` sample equal to ``y`` wherever ``mask`` is true.
     """
+    denoiser, rest, kwargs = _split(args, kwargs)
+    return _inpaint(denoiser, *rest, **kwargs)
+
+
+def _inpaint(denoiser, x_T, y, mask, steps=None, generator: GeneratorLike = None, **pc_kwargs):
     keep = torch.broadcast_to(mask.to(device=y.device).bool(), y.shape)
-    pc_kwargs = dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector=n_corrector, eps=eps,
-                     denoise=denoise, step_norm=step_norm, callback=callback, progress=progress)
-    return _conditioned_pc(score_fn, sde, x_T, y, keep, _identity, _identity, pc_kwargs, generator)
+    return _conditioned_pc(denoiser, x_T, y, keep, _identity, _identity, steps, pc_kwargs, generator)
 
 
 def decorrelating_basis(channels: int, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -95,30 +98,23 @@ def decorrelating_basis(channels: int, dtype=torch.float64, device=None) -> torc
     return q.to(dtype=dtype, device=device)
 
 
-def colorize(
-    score_fn: ScoreFn,
-    sde: SDE,
-    x_T: torch.Tensor,
-    gray: torch.Tensor,
-    predictor: str = "reverse_diffusion",
-    corrector: str = "langevin",
-    snr: float = 0.16,
-    n_corrector: int = 1,
-    eps: float = 1e-3,
-    denoise: bool = True,
-    step_norm: StepNorm = "batch",
-    generator: GeneratorLike = None,
-    callback: Callable[[dict], None] | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def colorize(*args, **kwargs) -> torch.Tensor:
     """Colour images whose channel mean is ``gray`` with the PC sampler (Score SDE App. I.3).
+
+    Call forms: ``colorize(denoiser, x_T, gray, steps=None, *, …)`` or the earlier
+    ``colorize(score_fn, sde, x_T, gray, …)``.
 
     Args:
         x_T: ``[B, C, …]`` starting noise (channels on dim 1).
-        gray: ``[B, 1, …]`` channel mean of the target images.
+        gray: ``[B, 1, …]`` channel mean of the target images (model coordinates).
         other arguments: as for :func:`inpaint`.
     Returns: ``[B, C, …]`` images whose mean over channels equals ``gray`` (to float rounding).
     """
+    denoiser, rest, kwargs = _split(args, kwargs)
+    return _colorize(denoiser, *rest, **kwargs)
+
+
+def _colorize(denoiser, x_T, gray, steps=None, generator: GeneratorLike = None, **pc_kwargs):
     C = x_T.shape[1]
     if gray.shape[1] != 1 or gray.shape[0] != x_T.shape[0] or gray.shape[2:] != x_T.shape[2:]:
         raise ValueError(f"colorize: gray must be [B, 1, …] matching x_T {tuple(x_T.shape)}, got {tuple(gray.shape)}")
@@ -134,6 +130,4 @@ def colorize(
     known[:, :1] = gray.to(x_T.dtype) * C**0.5  # first coordinate = (Σ_c x_c)/√C = √C·gray
     keep = torch.zeros_like(x_T, dtype=torch.bool)
     keep[:, :1] = True
-    pc_kwargs = dict(predictor=predictor, corrector=corrector, snr=snr, n_corrector=n_corrector, eps=eps,
-                     denoise=denoise, step_norm=step_norm, callback=callback, progress=progress)
-    return _conditioned_pc(score_fn, sde, x_T, known, keep, to_basis, from_basis, pc_kwargs, generator)
+    return _conditioned_pc(denoiser, x_T, known, keep, to_basis, from_basis, steps, pc_kwargs, generator)

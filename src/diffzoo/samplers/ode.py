@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from ..schedules.sde import SDE
+from ..denoisers import Denoiser, as_sde_denoiser, score_denoiser
 from ..utils.random import GeneratorLike
 from .pc import CountingScore
+from .plan import SamplingPlan
 
 __all__ = ["probability_flow_ode", "ODE_METHODS", "solve_flow"]
 
@@ -41,11 +42,21 @@ def solve_flow(rhs: Callable[[float, np.ndarray], np.ndarray], y0: np.ndarray, t
     return sol.y[:, -1]
 
 
+def _plan(process, steps: int | None = None, **_) -> SamplingPlan:
+    """An adaptive solver: it picks its own times, and its NFE is known only after the solve."""
+    process.continuous_view()  # a clear error for a process without an SDE
+    if steps is not None:
+        raise ValueError(f"sampler=ode is adaptive (scipy RK45): its network evaluations follow sampler.rtol / "
+                         f"sampler.atol, not sampler.steps={steps}; leave sampler.steps unset (null)")
+    return SamplingPlan([], None)
+
+
 @torch.no_grad()
-def probability_flow_ode(
-    score_fn: ScoreFn,
-    sde: SDE,
+def _probability_flow_ode(
+    denoiser: Denoiser,
     x_T: torch.Tensor,
+    steps: int | None = None,
+    *,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     method: str = "RK45",
@@ -58,10 +69,12 @@ def probability_flow_ode(
     """Solve the probability-flow ODE (Score SDE eq. 13) from ``t = T`` to ``t = eps``.
 
     Args:
-        score_fn: ``score_fn(x, t) → ∇_x log p_t(x)``; ``t`` float ``[B]``.
-        sde: the forward :class:`~diffzoo.schedules.sde.SDE`.
-        x_T: ``[B, …]`` starting noise (``sde.prior_sampling``); all samples are solved as one
-            system, as in the reference code, so the adaptive steps are shared by the batch.
+        denoiser: the model, read on its SDE (:func:`~diffzoo.denoisers.as_sde_denoiser`: a Score SDE
+            model's own, or the VP SDE of a DDPM model's linear β table).
+        x_T: ``[B, …]`` starting noise (the process's ``prior_sample``); all samples are solved as one
+            system, as in the reference code, so the adaptive steps are shared by the batch (a sample
+            then depends on its batch within the solver's tolerance).
+        steps: must be ``None`` (the solver is adaptive; see :func:`_plan`).
         rtol, atol: solver tolerances; method: one of :data:`ODE_METHODS`.
         eps: end time (1e-3 for sampling, as in Score SDE's sampling configs).
         denoise: finish with one noise-free reverse-diffusion step at ``eps`` (one more NFE).
@@ -72,7 +85,12 @@ def probability_flow_ode(
     Returns: ``[B, …]`` sample at ``t = eps``.
     """
     _check_method(method)
-    counted = CountingScore(score_fn)
+    _plan(denoiser.process, steps)
+    if denoiser.mean_shift_form:
+        raise ValueError("guidance.form=mean is ADM's ancestral mean shift (Algorithm 1): use sampler=ddpm, or guidance.form=eps")
+    model = as_sde_denoiser(denoiser)
+    sde = model.process
+    counted = CountingScore(lambda x, t: model.predict(x, t).score)
     flow = sde.reverse(counted, probability_flow=True)
     shape, device, dtype = x_T.shape, x_T.device, x_T.dtype
 
@@ -97,3 +115,26 @@ def probability_flow_ode(
         if callback is not None:
             callback({"i": counted.nfe - 1, "t": eps, "x": x, "nfe": counted.nfe})
     return x
+
+
+def _legacy(score_fn, sde, x_T, rtol=1e-5, atol=1e-5, method="RK45", eps=1e-3, denoise=False, generator=None,
+            callback=None, progress=False):
+    return _probability_flow_ode(score_denoiser(score_fn, sde), x_T, rtol=rtol, atol=atol, method=method, eps=eps,
+                                 denoise=denoise, generator=generator, callback=callback, progress=progress)
+
+
+def probability_flow_ode(*args, **kwargs) -> torch.Tensor:
+    """The probability-flow ODE sampler (Score SDE §4.3), two call forms:
+
+    * ``probability_flow_ode(denoiser, x_T, steps=None, *, rtol, atol, method, eps, denoise, …)``
+      (see :func:`_probability_flow_ode`);
+    * ``probability_flow_ode(score_fn, sde, x_T, rtol=1e-5, atol=1e-5, method="RK45", eps=1e-3,
+      denoise=False, …)`` — ``score_fn(x, t)`` with float ``t`` ``[B]``.
+    """
+    if args and isinstance(args[0], Denoiser):
+        return _probability_flow_ode(*args, **kwargs)
+    return _legacy(*args, **kwargs)
+
+
+probability_flow_ode.plan = _plan
+probability_flow_ode.core = _probability_flow_ode

@@ -24,9 +24,13 @@ from typing import Callable, Literal, NamedTuple, Protocol
 
 import torch
 
+from ..denoisers import Denoiser, as_sde_denoiser, score_denoiser
 from ..schedules.sde import SDE
 from ..utils.progress import track
 from ..utils.random import GeneratorLike, randn_like
+from ..utils.tensors import bcast
+from .langevin import langevin_update
+from .plan import SamplingPlan
 
 __all__ = [
     "pc",
@@ -86,10 +90,6 @@ def register_corrector(name: str):
     return wrap
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
-
-
 class CountingScore:
     """Wraps ``score_fn(x, t)`` and counts its calls in ``.nfe`` (network evaluations)."""
 
@@ -110,7 +110,7 @@ def euler_maruyama_predictor(sde, score_fn, x, t, generator) -> PCStep:
     dt = -sde.T / sde.N
     drift, diffusion = sde.reverse(score_fn).sde(x, t)
     x_mean = x + drift * dt
-    return PCStep(x_mean + _bcast(diffusion, x) * math.sqrt(-dt) * randn_like(x, generator), x_mean)
+    return PCStep(x_mean + bcast(diffusion, x) * math.sqrt(-dt) * randn_like(x, generator), x_mean)
 
 
 @register_predictor("reverse_diffusion")
@@ -119,7 +119,7 @@ def reverse_diffusion_predictor(sde, score_fn, x, t, generator) -> PCStep:
     ``x_i = x_{i+1} − f_{i+1} + G²_{i+1} s + G_{i+1} z``."""
     f, G = sde.reverse(score_fn).discretize(x, t)
     x_mean = x - f
-    return PCStep(x_mean + _bcast(G, x) * randn_like(x, generator), x_mean)
+    return PCStep(x_mean + bcast(G, x) * randn_like(x, generator), x_mean)
 
 
 @register_predictor("ancestral")
@@ -127,7 +127,7 @@ def ancestral_predictor(sde, score_fn, x, t, generator) -> PCStep:
     """Ancestral sampling of the SDE's discrete model (DDPM eq. 4 for VP, SMLD App. F for VE):
     ``x_{i−1} = mean(x_i, s) + std·z``, both supplied by :meth:`SDE.ancestral_step`."""
     mean, std = sde.ancestral_step(x, t, score_fn(x, t))
-    return PCStep(mean + _bcast(std, x) * randn_like(x, generator), mean)
+    return PCStep(mean + bcast(std, x) * randn_like(x, generator), mean)
 
 
 @register_predictor("none")
@@ -154,8 +154,7 @@ def langevin_corrector(sde, score_fn, x, t, generator, *, snr, n_steps, step_nor
         noise = randn_like(x, generator)
         # Alg. 4/5 line 5: ε ← 2α_i (r‖z‖₂ / ‖s_θ‖₂)²
         step = 2 * alpha * (snr * _norm(noise, step_norm) / _norm(grad, step_norm)) ** 2
-        x_mean = x + _bcast(step, x) * grad  # line 6
-        x = x_mean + _bcast(torch.sqrt(2 * step), x) * noise
+        x, x_mean = langevin_update(x, grad, bcast(step, x), noise)  # lines 6–7
     return PCStep(x, x_mean)
 
 
@@ -163,14 +162,10 @@ def langevin_corrector(sde, score_fn, x, t, generator, *, snr, n_steps, step_nor
 def annealed_langevin_corrector(sde, score_fn, x, t, generator, *, snr, n_steps, step_norm) -> PCStep:
     """SMLD's annealed Langevin step (NCSN Alg. 1, ``α_i = ε σ_i²/σ_L²``) written with the SNR:
     ``ε = 2α_i (r σ(t))²``, ``x ← x + ε s + √(2ε) z``, ``n_steps`` times."""
-    step = 2 * sde.langevin_alpha(t) * (snr * sde.sigma(t)) ** 2
-    step = step.to(device=x.device, dtype=x.dtype)
+    step = bcast(2 * sde.langevin_alpha(t) * (snr * sde.sigma(t)) ** 2, x)
     x_mean = x
     for _ in range(n_steps):
-        grad = score_fn(x, t)
-        noise = randn_like(x, generator)
-        x_mean = x + _bcast(step, x) * grad
-        x = x_mean + _bcast(torch.sqrt(2 * step), x) * noise
+        x, x_mean = langevin_update(x, score_fn(x, t), step, randn_like(x, generator))
     return PCStep(x, x_mean)
 
 
@@ -187,18 +182,41 @@ def _lookup(table: dict, name: str, kind: str):
 
 
 # ---------------------------------------------------------------------- sampler
+def _evaluations_per_step(predictor: str, corrector: str, n_corrector: int) -> int:
+    return int(predictor != "none") + int(corrector != "none") * int(n_corrector)
+
+
+def _plan(process, steps: int | None = None, predictor: str = "reverse_diffusion", corrector: str = "langevin",
+          n_corrector: int = 1, eps: float = 1e-3, **_) -> SamplingPlan:
+    """N time steps from T down to ``eps`` (``steps`` is the NFE budget: ``N = steps // per_step``,
+    ``per_step`` = 1 for the predictor + ``n_corrector`` for the corrector)."""
+    sde, _ = process.continuous_view()
+    per_step = _evaluations_per_step(predictor, corrector, n_corrector)
+    if per_step == 0:
+        raise ValueError("pc: predictor and corrector cannot both be 'none'")
+    N = sde.N if steps is None else int(steps) // per_step
+    if N < 2:
+        raise ValueError(f"sampler.steps={steps} is below two PC steps ({per_step} network evaluations each with "
+                         f"predictor={predictor}, corrector={corrector}, n_corrector={n_corrector})")
+    if not 0 < eps < sde.T:
+        raise ValueError(f"pc: eps must lie in (0, {sde.T}), got {eps}")
+    # Alg. 1: t_i = linspace(T, eps, N)[i] (decreasing), listed increasing like every plan's grid.
+    return SamplingPlan(torch.linspace(sde.T, eps, N, dtype=torch.float64).tolist()[::-1], N * per_step)
+
+
 @torch.no_grad()
-def pc(
-    score_fn: ScoreFn,
-    sde: SDE,
+def _pc(
+    denoiser: Denoiser,
     x_T: torch.Tensor,
+    steps: int | None = None,
+    *,
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
     snr: float = 0.16,
     n_corrector: int = 1,
     eps: float = 1e-3,
     denoise: bool = True,
-    step_norm: StepNorm = "batch",
+    step_norm: StepNorm = "sample",
     project: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], PCStep] | None = None,
     generator: GeneratorLike = None,
     callback: Callable[[dict], None] | None = None,
@@ -207,12 +225,14 @@ def pc(
     """Predictor–corrector sampling (Score SDE Alg. 1; Alg. 2 for VE, Alg. 3 for VP).
 
     For ``i = 0 … N−1`` at ``t_i = linspace(T, eps, N)[i]``: corrector update, then predictor
-    update (predictor step size ``T/N``, ``N = sde.N``).
+    update (predictor step size ``T/N``). The denoiser is read on its SDE
+    (:func:`~diffzoo.denoisers.as_sde_denoiser`): a Score SDE model's own, or for a DDPM model with a
+    linear β table the VP SDE that table discretises.
 
     Args:
-        score_fn: ``score_fn(x, t) → ∇_x log p_t(x)`` shaped like ``x``; ``t`` float ``[B]``.
-        sde: a :class:`~diffzoo.schedules.sde.SDE`; its ``N`` sets the number of steps.
-        x_T: ``[B, …]`` starting noise, normally ``sde.prior_sampling(shape)``.
+        denoiser: the model.
+        x_T: ``[B, …]`` starting noise, normally the process's ``prior_sample``.
+        steps: NFE budget; ``N = steps // (1 + n_corrector)`` time steps (``None``: the SDE's ``N``).
         predictor: one of :data:`PREDICTORS` (``reverse_diffusion``, ``euler_maruyama``,
             ``ancestral``, ``none``).
         corrector: one of :data:`CORRECTORS` (``langevin``, ``annealed_langevin``, ``none``).
@@ -220,9 +240,12 @@ def pc(
         n_corrector: corrector steps per time step.
         eps: last time (``1e-3``, Score SDE App. G, avoids the singular score at ``t = 0``).
         denoise: return the last update without its noise (Score SDE's final denoising step).
-        step_norm: Langevin's ``‖z‖/‖s‖`` from batch-mean norms (``"batch"``, the reference
-            code) or per sample (``"sample"``, Alg. 4/5 as written; makes each sample
-            independent of the rest of its batch).
+        step_norm: Langevin's ``‖z‖/‖s‖`` per sample (``"sample"``, Alg. 4/5 as written: each sample
+            independent of the rest of its batch — the default) or from batch-mean norms
+            (``"batch"``, the reference code; couples the samples of a batch). In image dimensions
+            the two agree to sampling error; for low-dimensional (toy) data the per-sample ratio is a
+            noisy function of the state that biases the corrector — use ``"batch"`` or the
+            ``annealed_langevin`` corrector (whose step depends on t only) there.
         project: optional ``project(x, x_mean, t) → PCStep`` applied after every update; used to
             condition on known values (:mod:`diffzoo.samplers.inpaint`, Score SDE App. I).
         generator: ``None``, a generator, or one per sample (``diffzoo.utils.random``).
@@ -232,18 +255,18 @@ def pc(
     """
     predict = _lookup(PREDICTORS, predictor, "predictor")
     correct = _lookup(CORRECTORS, corrector, "corrector")
-    if predictor == "none" and corrector == "none":
-        raise ValueError("pc: predictor and corrector cannot both be 'none'")
     if step_norm not in STEP_NORMS:
         raise ValueError(f"pc: unknown step_norm {step_norm!r}; allowed: {list(STEP_NORMS)}")
-    if not 0 < eps < sde.T:
-        raise ValueError(f"pc: eps must lie in (0, {sde.T}), got {eps}")
-    counted = CountingScore(score_fn)
+    if denoiser.mean_shift_form:
+        raise ValueError("guidance.form=mean is ADM's ancestral mean shift (Algorithm 1): use sampler=ddpm, or guidance.form=eps")
+    grid = _plan(denoiser.process, steps, predictor, corrector, n_corrector, eps).grid
+    model = as_sde_denoiser(denoiser)
+    sde = model.process.with_steps(len(grid))
+    counted = CountingScore(lambda x, t: model.predict(x, t).score)
     B = x_T.shape[0]
-    times = torch.linspace(sde.T, eps, sde.N, dtype=torch.float64)
     x = x_mean = x_T
-    steps = track(enumerate(times.tolist()), total=sde.N, description=f"PC {predictor}/{corrector}", enabled=progress)
-    for i, t_i in steps:
+    times = grid[::-1]
+    for i, t_i in enumerate(track(times, total=len(times), description=f"PC {predictor}/{corrector}", enabled=progress)):
         t = torch.full((B,), t_i, device=x.device, dtype=x.dtype)
         x, x_mean = correct(sde, counted, x, t, generator, snr=snr, n_steps=n_corrector, step_norm=step_norm)
         if project is not None:
@@ -254,3 +277,28 @@ def pc(
         if callback is not None:
             callback({"i": i, "t": t_i, "x": x, "x_mean": x_mean, "nfe": counted.nfe})
     return x_mean if denoise else x
+
+
+def _legacy(score_fn, sde, x_T, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_corrector=1, eps=1e-3,
+            denoise=True, step_norm="sample", project=None, generator=None, callback=None, progress=False):
+    return _pc(score_denoiser(score_fn, sde), x_T, predictor=predictor, corrector=corrector, snr=snr, n_corrector=n_corrector,
+               eps=eps, denoise=denoise, step_norm=step_norm, project=project, generator=generator, callback=callback,
+               progress=progress)
+
+
+def pc(*args, **kwargs) -> torch.Tensor:
+    """Predictor–corrector sampling (Score SDE Alg. 1), two call forms:
+
+    * ``pc(denoiser, x_T, steps=None, *, predictor, corrector, snr, n_corrector, eps, denoise, step_norm,
+      project, generator, callback, progress)`` (see :func:`_pc`);
+    * ``pc(score_fn, sde, x_T, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_corrector=1,
+      eps=1e-3, denoise=True, step_norm="sample", …)`` — ``score_fn(x, t)`` with float ``t`` ``[B]``;
+      ``sde.N`` time steps.
+    """
+    if args and isinstance(args[0], Denoiser):
+        return _pc(*args, **kwargs)
+    return _legacy(*args, **kwargs)
+
+
+pc.plan = _plan
+pc.core = _pc

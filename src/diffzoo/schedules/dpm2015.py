@@ -40,15 +40,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..utils.bumps import temporal_bump_basis
 from .discrete import extract
 
 __all__ = [
     "dpm2015_betas",
     "temporal_bump_basis",
     "DPM2015Schedule",
-    "ForwardMoments",
+    "GaussianMoments",
     "constant_fraction_signal_left",
-    "ReverseMoments",
     "dpm2015_reverse_moments",
     "gaussian_kl",
     "gaussian_entropy",
@@ -76,23 +76,9 @@ def dpm2015_betas(T: int, step1_beta: float = 1e-3, min_beta: float = 1e-6) -> t
     return floor + base * (1.0 - floor - MAX_BETA_MARGIN)
 
 
-def temporal_bump_basis(T: int, num_basis: int) -> torch.Tensor:
-    """Normalised Gaussian bumps over the steps (SD15 code ``generate_temporal_basis``), float64
-    ``[num_basis, T]`` whose columns sum to 1:
-    ``g_k(t) ∝ exp(−(s_t − c_k)² / (2 w²))``, ``s_t = linspace(−1, 1, T)[t]``,
-    ``c_k = linspace(−1, 1, K)[k]``, ``w = (c_1 − c_0) / 2``. SD15 uses them both for the reverse
-    kernel's time dependence and for the β perturbation (K = 10)."""
-    if T < 1 or num_basis < 2:
-        raise ValueError(f"temporal_bump_basis: need T >= 1 and num_basis >= 2, got {T}, {num_basis}")
-    s = torch.linspace(-1.0, 1.0, T, dtype=torch.float64)
-    centers = torch.linspace(-1.0, 1.0, num_basis, dtype=torch.float64)
-    width = (centers[1] - centers[0]) / 2
-    bumps = torch.exp(-((s[None, :] - centers[:, None]) ** 2) / (2 * width**2))
-    return bumps / bumps.sum(0, keepdim=True)
-
-
-class ForwardMoments(NamedTuple):
-    """Mean and variance of a Gaussian of SD15's forward chain, broadcastable to ``x``'s shape."""
+class GaussianMoments(NamedTuple):
+    """Mean and variance of a Gaussian of SD15's chains (forward posterior or reverse kernel),
+    broadcastable to ``x``'s shape."""
 
     mean: torch.Tensor
     variance: torch.Tensor
@@ -159,7 +145,7 @@ class DPM2015Schedule(nn.Module):
         abar = extract(self.alphas_cumprod(), t, x0)
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
-    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> ForwardMoments:
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> GaussianMoments:
         """``q(x_{t−1} | x_t, x_0)`` for indices ``t ≥ 1`` (paper's t ≥ 2): the product of
         ``N(x_{t−1}; √ᾱ_{t−1} x_0, 1 − ᾱ_{t−1})`` and ``q(x_t | x_{t−1})`` (SD15 code ``mu1_scl``,
         ``cov1``, …): variance ``β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)``, mean
@@ -168,7 +154,7 @@ class DPM2015Schedule(nn.Module):
         abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
         b, a, ap = (extract(v, t, x0) for v in (betas, abar, abar_prev))
         mean = (ap.sqrt() * b * x0 + (1.0 - b).sqrt() * (1.0 - ap) * x_t) / (1.0 - a)
-        return ForwardMoments(mean, b * (1.0 - ap) / (1.0 - a))
+        return GaussianMoments(mean, b * (1.0 - ap) / (1.0 - a))
 
 
 def constant_fraction_signal_left(T: int) -> float:
@@ -187,16 +173,9 @@ def constant_fraction_signal_left(T: int) -> float:
     return math.exp(lg(c + 1) - lg(c - T + 1) + lg(a - T + 1) - lg(a + 1))
 
 
-class ReverseMoments(NamedTuple):
-    """Mean and variance of a Gaussian, each broadcastable to ``x``'s shape."""
-
-    mean: torch.Tensor
-    variance: torch.Tensor
-
-
 def dpm2015_reverse_moments(
     x_t: torch.Tensor, mu_coeff: torch.Tensor, beta_coeff: torch.Tensor, beta_t: torch.Tensor, T: int
-) -> ReverseMoments:
+) -> GaussianMoments:
     """SD15's reverse kernel ``p(x_{t−1} | x_t)`` (code ``get_mu_sigma``).
 
     ``μ = √(1 − β_t) x_t + μ_coeff √β_t``,  ``σ² = sigmoid(β_coeff / √T + logit β_t)``.
@@ -208,7 +187,7 @@ def dpm2015_reverse_moments(
     """
     mean = torch.sqrt(1.0 - beta_t) * x_t + mu_coeff * torch.sqrt(beta_t)
     variance = torch.sigmoid(beta_coeff / math.sqrt(T) + torch.logit(beta_t))
-    return ReverseMoments(mean, variance)
+    return GaussianMoments(mean, variance)
 
 
 def gaussian_kl(mean_q, var_q, mean_p, var_p) -> torch.Tensor:

@@ -4,7 +4,7 @@ Noise-conditional score networks perturb the data at a finite set of levels,
 ``x̃ = x + σ_i z`` with ``z ~ N(0, I)`` (NCSN §3.1, ``q_σ(x̃ | x) = N(x̃; x, σ² I)``). A
 :class:`SigmaLadder` holds those levels and is the NCSN counterpart of an SDE object: its
 "time" variable is σ itself, so ``alpha(σ) = 1`` and ``sigma(σ) = σ``, and score functions of
-NCSN models are called as ``score_fn(x, σ)`` (DESIGN.md). It also knows how sampling starts
+NCSN models are called as ``score_fn(x, σ)`` (:mod:`diffzoo.schedules.process`). It also knows how sampling starts
 (NCSN / NCSNv2 draw ``x`` from ``U[0, 1]``) and how to spend a smaller budget of Langevin
 updates (:meth:`SigmaLadder.plan`).
 """
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..utils.random import GeneratorLike, randn
+from .process import GaussianProcess, check_grid
 from .sde import Marginal
 from .sigmas import geometric_sigmas
 
@@ -34,7 +35,7 @@ class LangevinPlan(NamedTuple):
     n_steps_each: int
 
 
-class SigmaLadder(nn.Module):
+class SigmaLadder(nn.Module, GaussianProcess):
     """Geometric noise levels ``σ_i = exp(linspace(log σ_max, log σ_min, L))_i`` (NCSN §3.1), or
     explicit ones.
 
@@ -82,6 +83,38 @@ class SigmaLadder(nn.Module):
     def L(self) -> int:
         """Number of noise levels."""
         return self.sigmas.numel()
+
+    @property
+    def t_min(self) -> float:
+        """The smallest level σ_L (the ladder's "time" is σ)."""
+        return float(self.sigmas[-1])
+
+    @property
+    def t_max(self) -> float:
+        """The largest level σ_1."""
+        return float(self.sigmas[0])
+
+    @property
+    def default_steps(self) -> int:
+        return self.L
+
+    def prior_sample(self, shape, generator: GeneratorLike = None, device=None, dtype=torch.float32) -> torch.Tensor:
+        """Starting points of sampling (:meth:`prior_sampling`)."""
+        return self.prior_sampling(shape, generator, device=device, dtype=dtype)
+
+    def continuous_view(self):
+        """None: a ladder has finitely many levels (PC / ODE samplers and the ODE likelihood need an SDE)."""
+        raise ValueError("a σ ladder (NCSN) has no continuous-time SDE: sample it with sampler=annealed_langevin "
+                         "(or ddim / ddpm over its levels); the PC / ODE samplers and nll_ode need schedule=vesde / vpsde")
+
+    def time_grid(self, steps: int, spacing: str = "uniform", t_end: float | None = None) -> list[float]:
+        """``steps`` of the levels, increasing in σ: all of them for ``steps = L``, else the ladder
+        thinned evenly in index (i.e. in log σ), always keeping σ_1 and σ_L."""
+        check_grid(steps, spacing, limit=self.L)
+        if spacing == "quad":
+            raise ValueError("a σ ladder is already geometric: use spacing=uniform")
+        keep = sorted({int(round(v)) for v in torch.linspace(0, self.L - 1, steps, dtype=torch.float64).tolist()})
+        return sorted(float(self.sigmas[i]) for i in keep)
 
     # ------------------------------------------------------------------ the process at level σ
     def alpha(self, sigma: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Continuous-time forward SDEs of Score SDE (Song et al. 2021): VP, sub-VP and VE.
 
 Each SDE ``dx = f(x, t) dt + g(t) dw`` on ``t ∈ [0, T]`` (``T = 1``) has a Gaussian
-perturbation kernel, exposed as ``x_t = α(t)·x_0 + σ(t)·ε`` (DESIGN.md):
+perturbation kernel, exposed as ``x_t = α(t)·x_0 + σ(t)·ε`` (:mod:`diffzoo.schedules.process`):
 
 ================  ==================================  ===================================
 SDE               α(t)                                σ(t)
@@ -25,6 +25,7 @@ data's dtype at use.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, NamedTuple
 
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 
 from ..utils.random import GeneratorLike, randn
+from ..utils.tensors import bcast
+from .process import GaussianProcess
 
 __all__ = [
     "SDE",
@@ -81,16 +84,11 @@ class AncestralStep(NamedTuple):
     std: torch.Tensor
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``[B]`` → ``[B, 1, …, 1]`` with ``like``'s rank, dtype and device."""
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
-
-
 def _t64(t: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(t).to(torch.float64)
 
 
-class SDE(nn.Module):
+class SDE(nn.Module, GaussianProcess):
     """A forward SDE with Gaussian marginals ``x_t = α(t) x_0 + σ(t) ε`` on ``[0, T]``, ``T = 1``.
 
     Subclasses implement :meth:`alpha`, :meth:`sigma`, :meth:`sde`, :meth:`prior_sampling`,
@@ -109,6 +107,44 @@ class SDE(nn.Module):
         """End time of the forward process."""
         return 1.0
 
+    @property
+    def t_min(self) -> float:
+        return 0.0
+
+    @property
+    def t_max(self) -> float:
+        return self.T
+
+    @property
+    def default_steps(self) -> int:
+        """The discretisation ``N`` of the samplers (Score SDE §4.2)."""
+        return self.N
+
+    def with_steps(self, steps: int) -> "SDE":
+        """This SDE discretised with ``N = steps`` (same constants, same device); itself if N is unchanged.
+
+        Rebuilt from the constructor's own arguments, which every SDE keeps as attributes of the same
+        name (``beta_min``, ``beta_max`` / ``sigma_min``, ``sigma_max``)."""
+        if int(steps) == self.N:
+            return self
+        params = inspect.signature(type(self).__init__).parameters
+        kwargs = {name: getattr(self, name) for name in params if name not in ("self", "N")}
+        device = next(iter(self.buffers()), torch.empty(0)).device
+        return type(self)(**kwargs, N=int(steps)).to(device)
+
+    def continuous_view(self):
+        """An SDE is its own continuous-time view."""
+        return self, None
+
+    @property
+    def sampling_eps(self) -> float:
+        """Where samplers stop: ``t = 1e-3`` (Score SDE App. G; the score is singular at ``t = 0``)."""
+        return 1e-3
+
+    def prior_sample(self, shape, generator: GeneratorLike = None, device=None, dtype=torch.float32) -> torch.Tensor:
+        """Draw ``x_T ~ p_T`` (:meth:`prior_sampling`)."""
+        return self.prior_sampling(shape, generator, device=device, dtype=dtype)
+
     # ------------------------------------------------------------------ marginals
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """Signal scale α(t), float64 ``[B]``."""
@@ -120,7 +156,7 @@ class SDE(nn.Module):
 
     def marginal_prob(self, x: torch.Tensor, t: torch.Tensor) -> Marginal:
         """Mean ``α(t)·x`` (like ``x``) and std ``σ(t)`` (``[B]``, x's dtype) of ``p_0t(x_t | x_0 = x)``."""
-        return Marginal(_bcast(self.alpha(t), x) * x, self.sigma(t).to(device=x.device, dtype=x.dtype))
+        return Marginal(bcast(self.alpha(t), x) * x, self.sigma(t).to(device=x.device, dtype=x.dtype))
 
     # ------------------------------------------------------------------ dynamics
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
@@ -213,13 +249,13 @@ class VPSDE(SDE):
 
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
         beta = self.beta(t)
-        return SDECoefficients(-0.5 * _bcast(beta, x) * x, torch.sqrt(beta).to(device=x.device, dtype=x.dtype))
+        return SDECoefficients(-0.5 * bcast(beta, x) * x, torch.sqrt(beta).to(device=x.device, dtype=x.dtype))
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Discretization:
         """DDPM's forward step ``x_{i+1} = √(1−β_i) x_i + √β_i z`` (Score SDE eq. 10)."""
         i = self._index(t).to(self.discrete_betas.device)
         beta = self.discrete_betas[i]
-        f = _bcast(torch.sqrt(1.0 - beta) - 1.0, x) * x  # the difference in float64, then cast
+        f = bcast(torch.sqrt(1.0 - beta) - 1.0, x) * x  # the difference in float64, then cast
         return Discretization(f, torch.sqrt(beta).to(device=x.device, dtype=x.dtype))
 
     def ancestral_step(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> AncestralStep:
@@ -227,7 +263,7 @@ class VPSDE(SDE):
         ``x_{i−1} = (x_i + β_i s(x_i)) / √(1−β_i) + √β_i z``."""
         i = self._index(t).to(self.discrete_betas.device)
         beta = self.discrete_betas[i]
-        mean = (x + _bcast(beta, x) * score) / _bcast(torch.sqrt(1.0 - beta), x)
+        mean = (x + bcast(beta, x) * score) / bcast(torch.sqrt(1.0 - beta), x)
         return AncestralStep(mean, torch.sqrt(beta).to(device=x.device, dtype=x.dtype))
 
     def langevin_alpha(self, t: torch.Tensor) -> torch.Tensor:
@@ -258,7 +294,7 @@ class SubVPSDE(VPSDE):
         beta = self.beta(t)
         # Score SDE eq. 12: g² = β(t)(1 − e^{−2∫β}), and −2∫β = 4·log α(t).
         g = torch.sqrt(beta * -torch.expm1(4 * self._log_mean_coeff(t)))
-        return SDECoefficients(-0.5 * _bcast(beta, x) * x, g.to(device=x.device, dtype=x.dtype))
+        return SDECoefficients(-0.5 * bcast(beta, x) * x, g.to(device=x.device, dtype=x.dtype))
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Discretization:
         return SDE.discretize(self, x, t)
@@ -317,7 +353,7 @@ class VESDE(SDE):
         ``x_{i−1} = x_i + (σ_i² − σ_{i−1}²) s(x_i) + √(σ_{i−1}²(σ_i² − σ_{i−1}²)/σ_i²) z``."""
         sigma, prev = self._sigma_pair(t)
         gap = sigma**2 - prev**2
-        mean = x + _bcast(gap, x) * score
+        mean = x + bcast(gap, x) * score
         return AncestralStep(mean, torch.sqrt(prev**2 * gap / sigma**2).to(device=x.device, dtype=x.dtype))
 
     def prior_sampling(self, shape, generator: GeneratorLike = None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -349,7 +385,7 @@ class ReverseSDE:
         """Reverse drift (like ``x``) and diffusion (``[B]``; zero for the ODE)."""
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t).to(x.dtype)
-        drift = drift - _bcast(diffusion**2, x) * score * self._score_weight()
+        drift = drift - bcast(diffusion**2, x) * score * self._score_weight()
         return SDECoefficients(drift, torch.zeros_like(diffusion) if self.probability_flow else diffusion)
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Discretization:
@@ -357,5 +393,5 @@ class ReverseSDE:
         (``½G_i² s`` and ``Ḡ = 0`` for the ODE)."""
         f, G = self.forward.discretize(x, t)
         score = self.score_fn(x, t).to(x.dtype)
-        f = f - _bcast(G**2, x) * score * self._score_weight()
+        f = f - bcast(G**2, x) * score * self._score_weight()
         return Discretization(f, torch.zeros_like(G) if self.probability_flow else G)

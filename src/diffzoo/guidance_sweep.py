@@ -1,12 +1,13 @@
 """The guidance-scale sweep: sample quality against diversity as the guidance scale grows.
 
-    python -m diffzoo.guidance.sweep ckpt_path=RUN/checkpoints/last.ckpt guidance=cfg \\
+    python -m diffzoo.guidance_sweep ckpt_path=RUN/checkpoints/last.ckpt guidance=cfg \\
         --multirun guidance.scale=0,0.5,1,2,4
-    python -m diffzoo.guidance.sweep ckpt_path=... guidance=classifier \\
+    python -m diffzoo.guidance_sweep ckpt_path=... guidance=classifier \\
         guidance.classifier_ckpt=CLS.ckpt --multirun guidance.scale=0,1,3,10
 
-Each job draws ``n`` class-conditional samples at one scale (sample ``i`` has class ``i mod K`` and
-the noise of ``(seed, i)``, as ``diffzoo-sample`` draws it), computes FID and IS in the data set's
+Each job draws ``n`` class-conditional samples at one scale through the one sampling loop (sample
+``i`` has class ``i mod K``, the model's prior and the noise of ``(seed, i)``, exactly as
+``diffzoo-sample`` draws it), computes FID and IS in the data set's
 feature space (Inception for RGB ≥ 32 px, the data set's own classifier for digits /
 Fashion-MNIST) and the *target accuracy* — how often the feature classifier assigns a sample to
 its target class — and writes ``<sweep_dir>/scale_<s>.json``. After every job the trade-off table
@@ -25,74 +26,64 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .. import config as _config  # noqa: F401  (registers resolvers)
-from ..errors import run_reporting_errors
+from . import config as _config  # noqa: F401  (registers resolvers)
+from .errors import run_reporting_errors
 
 __all__ = ["sweep", "write_tradeoff", "main"]
 
 
 def _sweep_dir(cfg: DictConfig, sampler: str, guidance: str) -> Path:
+    from .runtime import run_dir_of
+
     if cfg.get("sweep_dir"):
         return Path(cfg.sweep_dir).expanduser().resolve()
-    ckpt = Path(cfg.ckpt_path).expanduser().resolve()
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run_dir / "guidance_sweep" / f"{guidance}_{sampler}_n{cfg.n}_seed{cfg.seed}"
+    return run_dir_of(cfg.ckpt_path) / "guidance_sweep" / f"{guidance}_{sampler}_n{cfg.n}_seed{cfg.seed}"
 
 
 def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` guided by ``cfg.guidance`` at ``cfg.guidance.scale``; write this
     scale's JSON and rebuild the trade-off table and plot. Returns this scale's record."""
-    from ..lit.build import load_module
-    from ..metrics.backends import get_backend
-    from ..metrics.naming import metric_name
-    from ..metrics.pipeline import EvalSetup, prepare_evaluation
-    from ..sample import _device, _guidance
-    from ..train import write_json_atomic
-    from ..utils.images import to_uint8
-    from ..utils.progress import track
-    from ..utils.random import per_sample_generators, randn
-    from .labels import labels_for_indices, num_classes_of
+    from .guidance import NoGuidance
+    from .metrics.backends import get_backend
+    from .metrics.distributed import draw_samples
+    from .metrics.naming import metric_name
+    from .metrics.pipeline import EvalSetup, prepare_evaluation
+    from .runtime import device_of, guidance_from_config, load_for_sampling
+    from .validation import check_retired_keys
+    from .utils.images import to_uint8
+    from .utils.io import write_json_atomic
 
+    check_retired_keys(cfg)
     if not cfg.get("guidance"):
         raise ValueError("the sweep needs guidance=cfg or guidance=classifier (and --multirun guidance.scale=...)")
-    overrides = {"sampler": OmegaConf.to_container(cfg.sampler)} if cfg.get("sampler") else None
-    module = load_module(cfg.ckpt_path, overrides=overrides).to(_device(cfg.device))
-    guidance, name, scale = _guidance(cfg, module)
+    module, spec = load_for_sampling(cfg.ckpt_path, cfg.get("sampler"), device_of(cfg.device))
+    guidance, name, scale = guidance_from_config(cfg, module, spec)
     if guidance is None:  # guidance=none: the conditional model itself, scale 0
-        from .base import NoGuidance
-
         guidance, name, scale = NoGuidance(), "none", 0.0
-    num_classes = num_classes_of(module.net, getattr(guidance, "classifier", None))
-    sampler = module.run_config["sampler"]["_target_"].rsplit(".", 1)[-1]
     setup = EvalSetup(n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
-                      extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,
+                      extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split, sampler=spec,
                       reference_n=cfg.reference.n, is_splits=int(cfg.is_splits), classifier_epochs=cfg.classifier.epochs)
     inputs = prepare_evaluation(module.data_shape, module.run_config["data"], setup, cfg.paths.cache_dir, module.device)
     if inputs.extractor is None:
         raise ValueError("the guidance sweep measures image samples; this model's data are points")
 
-    steps = int(cfg.respace) if cfg.get("respace") else None
     feats, logits, labels, nfe = [], [], [], 0
-    starts = range(0, setup.n, setup.batch_size)
-    for start in track(starts, total=len(starts), description=f"{name} scale {scale:g}", enabled=bool(cfg.progress)):
-        idx = range(start, min(setup.n, start + setup.batch_size))
-        x_T = torch.stack([randn((1, *module.data_shape), [g])[0] for g in per_sample_generators(setup.seed, idx, stream="x_T")])
-        y = labels_for_indices(idx, cfg.get("y"), num_classes).to(module.device)
-        box = {"nfe": 0}
-        x = module.sample(x_T=x_T.to(module.device), generator=per_sample_generators(setup.seed, idx, stream="steps"),
-                          use_ema=bool(cfg.use_ema), steps=steps, y=y, guidance=guidance,
-                          callback=lambda d: box.__setitem__("nfe", d["nfe"]))
-        nfe = max(nfe, int(box["nfe"]))
-        out = inputs.extractor(to_uint8(x))
+    batches = draw_samples(module, setup.n, setup.seed, setup.batch_size, bool(cfg.use_ema), progress=bool(cfg.progress),
+                           sampler=spec, guidance=guidance, y=cfg.get("y"))
+    for batch in batches:
+        nfe = max(nfe, batch.nfe)
+        out = inputs.extractor(to_uint8(batch.x))
         feats.append(out.features.float().cpu())
         logits.append(out.logits.float().cpu())
-        labels.append(y.cpu())
+        labels.append(batch.labels.cpu())
     features, logits_all, y_all = torch.cat(feats), torch.cat(logits), torch.cat(labels)
 
     backend, space = get_backend(setup.backend), inputs.extractor.space
+    sampler = spec.name
     record: dict[str, Any] = {"guidance": name, "scale": scale, "n": setup.n, "nfe": nfe, "sampler": sampler,
+                              "sampler_options": spec.describe(), "weights": module.weights_label(bool(cfg.use_ema)),
                               "seed": setup.seed, "feature_space": space, "extractor": inputs.extractor.identity,
                               "ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve())}
     for m in inputs.metrics:
@@ -118,7 +109,7 @@ def write_tradeoff(sweep_dir) -> list[dict[str, Any]]:
     """Collect ``scale_*.json`` under ``sweep_dir`` into ``tradeoff.json``, a markdown table
     ``tradeoff.md`` and ``tradeoff.png`` (FID vs IS and FID vs target accuracy); returns the rows
     sorted by scale."""
-    from ..train import write_json_atomic
+    from .utils.io import write_json_atomic
 
     sweep_dir = Path(sweep_dir)
     rows = sorted((json.loads(p.read_text()) for p in sweep_dir.glob("scale_*.json")), key=lambda r: r["scale"])
@@ -170,13 +161,13 @@ def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
     tmp.replace(path)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="guidance_sweep")
+@hydra.main(version_base="1.3", config_path="conf", config_name="guidance_sweep")
 def _hydra_main(cfg: DictConfig) -> None:
     run_reporting_errors(sweep, cfg)
 
 
 def main() -> None:
-    """``python -m diffzoo.guidance.sweep``."""
+    """``python -m diffzoo.guidance_sweep``."""
     _hydra_main()
 
 
