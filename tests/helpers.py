@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from diffzoo.config import CONFIG_DIR, compose_config
+from diffzoo.objectives.simple import SimpleLoss
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -63,3 +64,20 @@ def make_loss_recorder(path: str):
                 f.write(f"{trainer.global_step} {float(loss)!r}\n")
 
     return _Recorder()
+
+
+class RecordingSimpleLoss(SimpleLoss):
+    """L_simple that appends, per call, the first drawn t and the label-drop mask (labels equal to the
+    net's null class) to ``path`` — what a training step drew, for tests through the real ``train()``."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def forward(self, net, schedule, x0, **cond):
+        out = super().forward(net, schedule, x0, **cond)
+        null = getattr(net, "null_class", None)
+        mask = (cond["y"] == null).int().tolist() if "y" in cond and null is not None else []
+        with open(self.path, "a") as f:
+            f.write(" ".join(str(v) for v in out.t[:8].tolist()) + " | " + "".join(map(str, mask[:32])) + "\n")
+        return out

@@ -18,15 +18,9 @@ class CheckpointError(DiffzooError, FileNotFoundError):
 
 
 def user_facing_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message alone is shown to the user by the command-line tools."""
-    types: list[type[BaseException]] = [DiffzooError]
-    try:
-        from .data.errors import DataNotFoundError
-
-        types.append(DataNotFoundError)
-    except ImportError:  # pragma: no cover - data layer not importable
-        pass
-    return tuple(types)
+    """Exception types whose message alone is shown to the user by the command-line tools (every
+    :class:`DiffzooError`: bad config, missing checkpoint or data set, missing weights)."""
+    return (DiffzooError,)
 
 
 def run_reporting_errors(fn, *args, **kwargs):

@@ -20,8 +20,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def _sample_cfg(ckpt, out, **kw):
-    base = {"ckpt_path": str(ckpt), "n": 6, "seed": 3, "batch_size": 4, "use_ema": True, "out": str(out), "respace": 50,
-            "device": "cpu", "sampler": {"_target_": "diffzoo.samplers.ddpm", "_partial_": True,
+    base = {"ckpt_path": str(ckpt), "n": 6, "seed": 3, "batch_size": 4, "use_ema": True, "out": str(out),
+            "device": "cpu", "sampler": {"_target_": "diffzoo.samplers.SamplerSpec", "name": "ddpm", "steps": 50,
                                          "variance": "fixedlarge", "clip_x0": True}}
     base.update(kw)
     return OmegaConf.create(base)
@@ -29,7 +29,7 @@ def _sample_cfg(ckpt, out, **kw):
 
 def test_sample_writes_grid_and_uint8_npz_and_is_batch_size_invariant(tiny_checkpoint, tmp_path):
     a = sample(_sample_cfg(tiny_checkpoint, tmp_path / "a", batch_size=4))
-    b = sample(_sample_cfg(tiny_checkpoint, tmp_path / "b", batch_size=6))
+    sample(_sample_cfg(tiny_checkpoint, tmp_path / "b", batch_size=6))
     assert (tmp_path / "a" / "grid.png").is_file()
     images_a = np.load(tmp_path / "a" / "samples.npz")["images"]
     images_b = np.load(tmp_path / "b" / "samples.npz")["images"]
@@ -39,10 +39,12 @@ def test_sample_writes_grid_and_uint8_npz_and_is_batch_size_invariant(tiny_check
 
 
 def test_sample_cli(tiny_checkpoint, tmp_path):
-    proc = run_cli("diffzoo.sample", [f"ckpt_path={tiny_checkpoint}", "n=2", f"out={tmp_path / 's'}", "respace=20", "sampler=ddpm",
-                                      "sampler.variance=fixedsmall"], cwd=tmp_path)
+    proc = run_cli("diffzoo.sample", [f"ckpt_path={tiny_checkpoint}", "n=2", f"out={tmp_path / 's'}", "sampler=ddpm",
+                                      "sampler.steps=20", "sampler.variance=fixedsmall"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "s" / "samples.npz").is_file()
+    assert (tmp_path / "s" / "samples.npz").is_file() and "nfe: 20" in proc.stdout
+    retired = run_cli("diffzoo.sample", [f"ckpt_path={tiny_checkpoint}", "n=2", "respace=20"], cwd=tmp_path)
+    assert retired.returncode == 2 and "respace=20 was retired: use sampler.steps=20" in retired.stderr
 
 
 def test_wandb_offline_run_is_written_with_sample_images(tmp_path):

@@ -12,7 +12,7 @@ def test_ddp_two_processes_one_run_dir(tmp_path):
     proc = run_cli(
         "diffzoo.train",
         ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=4", "logger=csv",
-         "data.batch_size=16", "net.base_channels=32", "final_samples=4", "final_sample_steps=5",
+         "data.batch_size=16", "net.base_channels=32", "final_samples=4", "sampler.steps=5",
          "callbacks.sample_grid.every_n_steps=1000000", "callbacks.model_checkpoint.every_n_train_steps=2",
          "callbacks.evaluation=null"],
         cwd=tmp_path,

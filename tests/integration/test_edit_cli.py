@@ -12,14 +12,15 @@ from diffzoo.errors import ConfigError
 from diffzoo.utils.random import per_sample_generators
 from tests.integration.score_ckpt import TINY_UNET, write_score_checkpoint
 
-FAST = ["steps=4", "progress=false", "accelerator=cpu"]
+FAST = ["sampler.steps=8", "progress=false", "accelerator=cpu"]  # NFE budget: 4 PC steps of predictor + corrector
 
 
 def _cfg(ckpt, out, *extra):
     return compose_config(config_name="edit", overrides=[f"ckpt_path={ckpt}", f"out={out}", *FAST, *extra])
 
 
-@pytest.mark.parametrize("experiment, mask", [("sde_vp_digits", "center"), ("sde_ve_digits", "random"), ("sde_vp_digits", "left_half")])
+@pytest.mark.parametrize("experiment, mask", [("sde_vp_digits", "center"), ("sde_ve_digits", "random"), ("sde_vp_digits", "left_half"),
+                                              ("ddpm_digits", "center")])  # a DDPM model: PC on the VP SDE of its β table
 def test_inpainting_keeps_known_pixels(tmp_path, experiment, mask):
     ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", experiment, TINY_UNET)
     summary = edit(_cfg(ckpt, tmp_path / "out", "task=inpaint", f"mask={mask}", "n=6"))
@@ -47,7 +48,7 @@ def test_colorize_keeps_the_grey_level(tmp_path):
     net = ["net.in_channels=3", "net.out_channels=3", "net.image_size=32", "net.num_groups=8", *TINY_UNET]
     ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", "sde_vp_digits",
                                   ["data=cifar10", f"paths.data_dir={data}", *net], shape=(3, 32, 32))
-    edit(_cfg(ckpt, tmp_path / "out", "task=colorize", "n=2", "steps=3"))
+    edit(_cfg(ckpt, tmp_path / "out", "task=colorize", "n=2", "sampler.steps=6"))
     t = torch.load(tmp_path / "out" / "edit.pt", weights_only=True)
     torch.testing.assert_close(t["completed"].mean(1), t["original"].mean(1), rtol=0, atol=1e-5)
 
@@ -58,5 +59,7 @@ def test_bad_requests_name_the_key(tmp_path):
         edit(_cfg(ckpt, tmp_path / "out", "task=colorize", "n=2"))
     with pytest.raises(ConfigError, match=r"mask='diagonal' is not one of \['center', 'left_half', 'random'\]"):
         edit(_cfg(ckpt, tmp_path / "out", "task=inpaint", "mask=diagonal"))
-    with pytest.raises(ConfigError, match="sampler.bogus is not a PC sampler option"):
+    with pytest.raises(ConfigError, match=r"sampler.bogus is not an option of sampler=pc; valid: \['steps', 'corrector'"):
         edit(_cfg(ckpt, tmp_path / "out", "+sampler.bogus=1"))
+    with pytest.raises(ConfigError, match="steps=4 was retired: use sampler.steps=4"):
+        edit(_cfg(ckpt, tmp_path / "out", "steps=4"))

@@ -34,7 +34,7 @@ def _trainer(tmp_path, callback, max_steps):
                      num_sanity_val_steps=0, default_root_dir=str(tmp_path))
 
 
-EVAL = dict(n=20, batch_size=8, sample_steps=3, kid_subsets=5, classifier_epochs=3)
+EVAL = dict(n=20, batch_size=8, kid_subsets=5, classifier_epochs=3)
 
 
 def test_periodic_and_final_evaluation(tmp_path, shared_cache):
@@ -42,7 +42,7 @@ def test_periodic_and_final_evaluation(tmp_path, shared_cache):
     cfg = OmegaConf.create(tiny_run_config("digits"))
     cfg.data.batch_size = 16
     module = build_module(cfg, (1, 8, 8))
-    callback = Evaluation(every_n_steps=2, metrics=["fid", "kid", "is"], cache_dir=str(shared_cache), **EVAL)
+    callback = Evaluation(every_n_steps=2, metrics=["fid", "kid", "is"], cache_dir=str(shared_cache), sampler={"steps": 3}, **EVAL)
     trainer = _trainer(tmp_path, callback, max_steps=5)
     trainer.fit(module, datamodule=DigitsDataModule(batch_size=16))
 
@@ -57,7 +57,7 @@ def test_periodic_and_final_evaluation(tmp_path, shared_cache):
 
     # the callback's final numbers are those of a stand-alone evaluation of the same EMA weights
     final = {r["name"]: r["value"] for r in history if r["step"] == 5}
-    setup = EvalSetup(metrics=("fid", "kid", "is"), **EVAL)
+    setup = EvalSetup(metrics=("fid", "kid", "is"), sampler=module.sampler.with_steps(3), **EVAL)
     alone = run_evaluation(module.cpu(), module.run_config["data"], setup, shared_cache).values()
     assert all(alone[name] == value for name, value in final.items())
 
@@ -69,7 +69,7 @@ def test_toy_data_gets_toy_metrics(tmp_path, shared_cache):
     cfg.net = {"_target_": "diffzoo.networks.TimeMLP", "dim": 2, "hidden": 32, "depth": 2, "time_embed_dim": 16}
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     module = build_module(cfg, (2,))
-    callback = Evaluation(every_n_steps=None, n=64, batch_size=32, sample_steps=4, cache_dir=str(shared_cache))
+    callback = Evaluation(every_n_steps=None, n=64, batch_size=32, sampler={"steps": 4}, cache_dir=str(shared_cache))
     trainer = _trainer(tmp_path, callback, max_steps=2)
     trainer.fit(module, datamodule=Toy2DDataModule(name="eight_gaussians", n_train=256, n_val=128, batch_size=32))
     names = {r.name for r in callback.last_records}
@@ -79,7 +79,7 @@ def test_toy_data_gets_toy_metrics(tmp_path, shared_cache):
 
 def test_nothing_is_prepared_when_no_evaluation_is_due(tmp_path):
     module = build_module(OmegaConf.create(tiny_run_config("digits")), (1, 8, 8))
-    callback = Evaluation(every_n_steps=100, at_train_end=False, cache_dir=str(tmp_path / "cache"), **EVAL)
+    callback = Evaluation(every_n_steps=100, at_train_end=False, cache_dir=str(tmp_path / "cache"), sampler={"steps": 3}, **EVAL)
     _trainer(tmp_path, callback, max_steps=2).fit(module, datamodule=DigitsDataModule(batch_size=16))
     assert not (tmp_path / "cache").exists() and not (tmp_path / "eval").exists() and callback.last_records == []
 
@@ -95,7 +95,7 @@ DDP_SCRIPT = textwrap.dedent("""
     out, cache = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
     module = build_module(OmegaConf.create(tiny_run_config("digits")), (1, 8, 8))
-    callback = Evaluation(every_n_steps=None, n=37, batch_size=8, sample_steps=3, metrics=["fid"], cache_dir=cache,
+    callback = Evaluation(every_n_steps=None, n=37, batch_size=8, sampler={"steps": 3}, metrics=["fid"], cache_dir=cache,
                           classifier_epochs=3, dirpath=out + "/eval")
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=2, logger=False, callbacks=[callback],
                         use_distributed_sampler=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -121,6 +121,6 @@ def test_ddp_ranks_share_one_evaluation(tmp_path, shared_cache):
     # one process, same EMA weights → the same number
     module = build_module(OmegaConf.create(tiny_run_config("digits")), (1, 8, 8))
     module.ema.shadow.load_state_dict(torch.load(tmp_path / "ema.pt", weights_only=True))
-    setup = EvalSetup(n=37, batch_size=8, sample_steps=3, metrics=("fid",), classifier_epochs=3)
+    setup = EvalSetup(n=37, batch_size=8, sampler=module.sampler.with_steps(3), metrics=("fid",), classifier_epochs=3)
     alone = run_evaluation(module, module.run_config["data"], setup, shared_cache).values()
     assert alone["fid_digits37"] == r0["value"]

@@ -57,7 +57,7 @@ def shared_cache(tmp_path_factory):
 
 
 def _eval(ckpt, out, cache, devices, extra=()):
-    args = [f"ckpt_path={ckpt}", f"n={N}", f"batch_size={BATCH}", "sample_steps=5", "metrics=[fid,kid,is]",
+    args = [f"ckpt_path={ckpt}", f"n={N}", f"batch_size={BATCH}", "sampler.steps=5", "metrics=[fid,kid,is]",
             f"out={out}", f"devices={devices}", "accelerator=cpu", "save_samples=true", "progress=false",
             "kid.subsets=10", "classifier.epochs=3", *extra]
     return run_cli("diffzoo.evaluate", args, cwd=out.parent, timeout=300,
@@ -97,17 +97,17 @@ def test_samples_match_diffzoo_sample(tmp_path, shared_cache):
 
     ckpt = write_tiny_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     cfg = OmegaConf.create({"ckpt_path": str(ckpt), "n": 6, "seed": 3, "batch_size": 4, "use_ema": True,
-                            "out": str(tmp_path / "sampled"), "device": "cpu"})
+                            "out": str(tmp_path / "sampled"), "device": "cpu", "sampler": {"steps": 10}})
     sample(cfg)
     reference = np.load(tmp_path / "sampled" / "samples.npz")["images"]
     module = load_module(ckpt)
-    drawn = torch.cat([b.x for b in draw_samples(module, 6, seed=3, batch_size=5)])
+    drawn = torch.cat([b.x for b in draw_samples(module, 6, seed=3, batch_size=5, sampler=module.sampler.with_steps(10))])
     assert np.array_equal(to_uint8(drawn).permute(0, 2, 3, 1).numpy(), reference)
 
 
 def test_inception_offline_fails_at_once_with_instructions(tmp_path):
     ckpt = write_tiny_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    proc = run_cli("diffzoo.evaluate", [f"ckpt_path={ckpt}", "n=4", "extractor=inception", "metrics=[fid]", "sample_steps=2",
+    proc = run_cli("diffzoo.evaluate", [f"ckpt_path={ckpt}", "n=4", "extractor=inception", "metrics=[fid]", "sampler.steps=2",
                                         f"out={tmp_path / 'out'}", "progress=false"],
                    cwd=tmp_path, timeout=60, env={"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home")})
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -127,6 +127,9 @@ def test_bad_option_names_the_key(tmp_path):
         evaluate(cfg)
     cfg = compose_config(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "shard=padded"])
     with pytest.raises(ConfigError, match=r"shard='padded' is not one of \['contiguous', 'strided'\]"):
+        evaluate(cfg)
+    cfg = compose_config(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'none.ckpt'}", "sample_steps=100"])
+    with pytest.raises(ConfigError, match=r"sample_steps=100 was retired: use sampler.steps=100"):
         evaluate(cfg)
 
 

@@ -35,9 +35,9 @@ def _eval(ckpt, out, cache, *extra):
 
 
 @pytest.mark.parametrize("experiment, extra, nfe", [
-    ("sde_vp_digits", ["sample_steps=3"], 3),                                    # Euler-Maruyama, no corrector: N
-    ("sde_ve_digits", ["sample_steps=3"], 6),                                    # reverse diffusion + 1 Langevin step: 2N
-    ("ncsnv2_digits", ["sample_steps=4"], 4 + 1),                                # Langevin budget + final denoising
+    ("sde_vp_digits", ["sampler.steps=3"], 3),                                   # Euler-Maruyama, no corrector: N = 3
+    ("sde_ve_digits", ["sampler.steps=6"], 6),                                   # reverse diffusion + 1 Langevin step: N = 3
+    ("ncsnv2_digits", ["sampler.steps=4"], 4 + 1),                               # Langevin budget + final denoising
 ])
 def test_eval_cli_on_score_models(tmp_path, shared_cache, experiment, extra, nfe):
     overrides = TINY_UNET if experiment.startswith("sde") else ["net.ngf=8"]
@@ -54,18 +54,18 @@ def test_ode_sampler_and_prior_of_the_model(tmp_path, shared_cache):
     from its own prior N(0, σ_max² I), drawn per global sample index as diffzoo-sample does."""
     ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", "sde_ve_digits", TINY_UNET)
     summary = _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[fid]", "sampler=ode", "sampler.rtol=1e-2", "sampler.atol=1e-2")
-    assert summary["sampler"] == "probability_flow_ode" and summary["steps"] is None and summary["nfe"] > 2
+    assert summary["sampler"] == "ode" and summary["steps"] is None and summary["nfe"] > 2
 
     module = load_module(ckpt)
-    seen = {}
-    module.sample = lambda x_T, **kw: seen.setdefault("x_T", x_T) * 0
-    list(draw_samples(module, 4, seed=0, batch_size=4, steps=3))
+    seen, prior = {}, module.schedule.prior_sample
+    module.schedule.prior_sample = lambda *a, **kw: seen.setdefault("x_T", prior(*a, **kw))
+    list(draw_samples(module, 4, seed=0, batch_size=4, sampler=module.sampler.with_steps(6)))
     assert 0.5 * module.schedule.sigma_max < float(seen["x_T"].std()) < 2 * module.schedule.sigma_max
 
 
 def test_wrong_sampler_for_the_process_is_refused(tmp_path, shared_cache):
     ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", "sde_vp_digits", TINY_UNET)
-    with pytest.raises(ConfigError, match="sampler=annealed_langevin needs a σ ladder"):
+    with pytest.raises(ConfigError, match="sampler=annealed_langevin walks a σ ladder"):
         _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[fid]", "sampler=annealed_langevin")
 
 
@@ -83,11 +83,12 @@ def test_nll_ode_for_sde_models_and_nll_vlb_for_discrete_ones(tmp_path, shared_c
         _eval(sde_ckpt, tmp_path / "c", shared_cache, "metrics=[nll_vlb]", *nll)
 
     ddpm_ckpt = write_tiny_checkpoint(tmp_path / "ddpm" / "checkpoints" / "last.ckpt")  # T = 100
-    vlb = _eval(ddpm_ckpt, tmp_path / "d", shared_cache, "metrics=[fid,nll_vlb]", "sample_steps=3", "nll.n=4", "nll.steps=10")
+    vlb = _eval(ddpm_ckpt, tmp_path / "d", shared_cache, "metrics=[fid,nll_vlb]", "sampler.steps=3", "nll.n=4", "nll.steps=10")
     record = next(r for r in vlb["records"] if r["metric"] == "nll_vlb")
     assert record["name"] == "nll_vlb_val4" and record["nfe"] == 10 and record["extra"]["variance"] == "fixedlarge"
+    assert record["extra"]["clip_x0"] is True  # review A8: the comparable bound (improved-diffusion clips), and it says so
     assert math.isfinite(vlb["nll_vlb_val4"]) and vlb["nll_vlb_val4"] > 0 and math.isfinite(vlb[f"fid_digits{N}"])
-    with pytest.raises(ConfigError, match=r"nll_ode\] needs a score model"):
+    with pytest.raises(ConfigError, match=r"nll_ode\]: a σ ladder \(NCSN\) has no continuous-time SDE"):
         _eval(_ladder_checkpoint(tmp_path), tmp_path / "e", shared_cache, "metrics=[nll_ode]", "nll.n=4")
 
 
@@ -116,9 +117,10 @@ def test_nll_ode_and_nll_vlb_on_the_same_ddpm_model(tmp_path, shared_cache):
 
     module = load_module(ckpt)
     x = load_split(DigitsDataModule(), "val", 4).x.float() / 127.5 - 1
-    direct_ode = ode_nll(module, x, rtol=1e-3, atol=1e-3, generator=per_sample_generators(0, range(4), stream="nll"))
+    direct_ode = ode_nll(module.denoiser(), x, rtol=1e-3, atol=1e-3, generator=per_sample_generators(0, range(4), stream="nll"))
     assert out["nll_ode_val4"] == pytest.approx(float(direct_ode.bits_per_dim.double().mean()), rel=1e-4)
-    direct_vlb = vlb_bits_per_dim(module.denoiser(), module.schedule, x, generator=per_sample_generators(0, range(4), stream="nll"))
+    direct_vlb = vlb_bits_per_dim(module.denoiser(), module.schedule, x, clip_x0=True,
+                                  generator=per_sample_generators(0, range(4), stream="nll"))
     assert out["nll_vlb_val4"] == pytest.approx(float(direct_vlb.total_bpd.double().mean()), rel=1e-4)
 
 
@@ -138,7 +140,7 @@ def test_nll_ode_refuses_a_cosine_ddpm_model(tmp_path, shared_cache):
     ckpt.parent.mkdir(parents=True)
     torch.save({"state_dict": module.state_dict(), "global_step": 1,
                 "diffzoo": {"config": module.run_config, "data_shape": [1, 8, 8], "wandb_run_id": None}}, ckpt)
-    with pytest.raises(ConfigError, match=r"nll_ode\] on a discrete-time model: the β table cosine_betas is not DDPM's linear"):
+    with pytest.raises(ConfigError, match=r"nll_ode\]: the β table cosine_betas is not DDPM's linear"):
         _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[nll_ode]", "nll.n=4")
 
 
@@ -149,7 +151,7 @@ def test_evaluation_callback_on_a_score_model(tmp_path, shared_cache):
     torch.manual_seed(0)
     cfg = compose_train(["experiment=sde_ve_digits", *TINY_UNET, "data.batch_size=16"])
     module = build_module(cfg, (1, 8, 8))
-    callback = Evaluation(every_n_steps=None, n=8, batch_size=8, sample_steps=2, metrics=["fid", "nll_ode"], kid_subsets=5,
+    callback = Evaluation(every_n_steps=None, n=8, batch_size=8, sampler={"steps": 4}, metrics=["fid", "nll_ode"], kid_subsets=5,
                           classifier_epochs=2, cache_dir=str(shared_cache), nll={"n": 3, "rtol": 1e-2, "atol": 1e-2})
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, callbacks=[callback], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,

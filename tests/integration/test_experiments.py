@@ -1,10 +1,13 @@
-"""Every experiment composes, and runs a fast_dev_run through the real ``train()``; the DDPM
-CIFAR-10 experiment holds the paper's values."""
+"""Every experiment composes, and runs ``trainer.fast_dev_run=true`` through the real ``train()`` with
+its callbacks as configured (the evaluation callback included); the DDPM CIFAR-10 experiment holds
+the paper's values."""
 
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
+from torch import nn
 
 from diffzoo.train import train
 from diffzoo.data.synthetic import write_fake_cifar10, write_fake_fashion_mnist, write_fake_image_folder
@@ -44,10 +47,38 @@ def test_experiment_composes(experiment):
         assert cfg[group] is None or "_target_" in cfg[group], group
 
 
-def _fast_dev_run(experiment, run_dir, data_dir, extra=()):
+class StandInInception(nn.Module):
+    """A small random extractor in Inception's place: these machines have no Inception weights, and what
+    a fast_dev_run checks is the wiring (the Inception path itself: tests/integration/test_eval_cli.py)."""
+
+    space, resize, feature_dim, identity = "inception", "none", 16, "stand-in"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16))
+        self.head = nn.Linear(16, 10)
+
+    @torch.no_grad()
+    def forward(self, images):
+        from diffzoo.metrics.features import Features
+
+        f = self.net(images.float().expand(-1, 3, -1, -1) / 255)
+        return Features(f, self.head(f))
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One metrics cache for all the runs: each data set's feature classifier is trained once."""
+    return tmp_path_factory.mktemp("metrics-cache")
+
+
+def _fast_dev_run(experiment, run_dir, data_dir, cache, monkeypatch, extra=()):
+    """``experiment=<e> trainer.fast_dev_run=true`` with every callback as configured; the other
+    overrides only point at the fake data and keep the run small (batch 8, CSV logs)."""
+    monkeypatch.setattr("diffzoo.metrics.inception.InceptionFeatures", StandInInception)
     cfg = compose_train(
         [f"experiment={experiment}", "trainer.fast_dev_run=true", "logger=csv", f"paths.data_dir={data_dir}",
-         "data.num_workers=0", "callbacks.evaluation=null", *extra],
+         f"paths.cache_dir={cache}", "data.num_workers=0", *extra],
         run_dir=run_dir,
     )
     if "system_dir" in cfg.data:
@@ -57,19 +88,36 @@ def _fast_dev_run(experiment, run_dir, data_dir, extra=()):
     assert (run_dir / "samples" / "final.png").is_file()
     assert (run_dir / "metrics.json").is_file()
     assert (run_dir / "config.yaml").is_file()
+    if cfg.callbacks.get("evaluation"):
+        assert (run_dir / "eval" / "history.jsonl").is_file(), experiment  # it evaluated, with the experiment's sampler
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_fast_dev_run(experiment, tmp_path, fake_data_dir):
+def test_experiment_fast_dev_run(experiment, tmp_path, fake_data_dir, shared_cache, monkeypatch):
     """One step of every experiment as configured, with a batch of 8 (the paper-size nets make
     a full batch take minutes on a CPU; ``test_experiment_fast_dev_run_full_batch`` runs it)."""
-    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir, ["data.batch_size=8", *SHRINK.get(experiment, [])])
+    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir, shared_cache, monkeypatch,
+                  ["data.batch_size=8", *SHRINK.get(experiment, [])])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_fast_dev_run_full_batch(experiment, tmp_path, fake_data_dir):
-    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir)
+def test_experiment_fast_dev_run_full_batch(experiment, tmp_path, fake_data_dir, shared_cache, monkeypatch):
+    _fast_dev_run(experiment, tmp_path / "run", fake_data_dir, shared_cache, monkeypatch)
+
+
+def test_fast_dev_run_from_the_command_line_with_a_sampler_of_its_own(tmp_path):
+    """Item 6 of the denoiser-core issue: ``diffzoo-train experiment=ddim_digits trainer.fast_dev_run=true``
+    failed (the evaluation callback respaced the schedule to 5 steps, then DDIM asked for 50 of them).
+    The evaluation and the final samples now give the experiment's own sampler a small NFE budget."""
+    from tests.helpers import run_cli
+
+    proc = run_cli("diffzoo.train", ["experiment=ddim_digits", "trainer.fast_dev_run=true", f"run_dir={tmp_path / 'run'}",
+                                     "logger=csv", f"paths.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path, timeout=600,
+                   env={"DIFFZOO_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = (tmp_path / "run" / "eval" / "history.jsonl").read_text()
+    assert '"sampler": "ddim"' in history and '"nfe": 5' in history
 
 
 def test_ddpm_cifar10_is_the_paper_recipe():

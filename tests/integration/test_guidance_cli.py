@@ -23,8 +23,8 @@ def classifier_run(tmp_path_factory):
 
 
 def _cfg(ckpt, out, guidance=None, **kw):
-    base = {"ckpt_path": str(ckpt), "n": 6, "seed": 0, "batch_size": 4, "use_ema": True, "out": str(out), "respace": 10,
-            "device": "cpu", "y": None}
+    base = {"ckpt_path": str(ckpt), "n": 6, "seed": 0, "batch_size": 4, "use_ema": True, "out": str(out),
+            "sampler": {"steps": 10}, "device": "cpu", "y": None}
     if guidance:
         base["guidance"] = guidance
     return OmegaConf.create({**base, **kw})
@@ -46,7 +46,7 @@ def test_classifier_logs_accuracy_per_t_range(classifier_run):
 def test_guided_sampling_writes_a_class_grid_and_is_batch_size_invariant(cfg_ckpt, tmp_path):
     g = {"_target_": "diffzoo.guidance.ClassifierFreeGuidance", "scale": 3.0}
     a = sample(_cfg(cfg_ckpt, tmp_path / "a", g, batch_size=4))
-    b = sample(_cfg(cfg_ckpt, tmp_path / "b", g, batch_size=6))
+    sample(_cfg(cfg_ckpt, tmp_path / "b", g, batch_size=6))
     npz_a, npz_b = np.load(tmp_path / "a" / "samples.npz"), np.load(tmp_path / "b" / "samples.npz")
     assert np.array_equal(npz_a["images"], npz_b["images"]) and npz_a["y"].tolist() == [0, 1, 2, 3, 4, 5]
     assert a["guidance"] == "cfg" and a["guidance_scale"] == 3.0 and a["nfe"] == 10
@@ -56,15 +56,24 @@ def test_guided_sampling_writes_a_class_grid_and_is_batch_size_invariant(cfg_ckp
 
 def test_sample_cli_with_classifier_guidance_and_one_class(cfg_ckpt, classifier_run, tmp_path):
     ckpt = classifier_run / "checkpoints" / "last.ckpt"
-    proc = run_cli("diffzoo.sample", [f"ckpt_path={cfg_ckpt}", "n=3", "y=7", "respace=5", f"out={tmp_path / 's'}",
+    proc = run_cli("diffzoo.sample", [f"ckpt_path={cfg_ckpt}", "n=3", "y=7", f"out={tmp_path / 's'}",
                                       "guidance=classifier", f"guidance.classifier_ckpt={ckpt}", "guidance.scale=2",
-                                      "guidance.form=mean", "sampler=ddpm", "sampler.clip_x0=false"], cwd=tmp_path)
+                                      "guidance.form=mean", "sampler=ddpm", "sampler.steps=5"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.load(tmp_path / "s" / "samples.npz")["y"].tolist() == [7, 7, 7]
 
 
+def test_mean_form_needs_the_ancestral_sampler(cfg_ckpt, classifier_run, tmp_path):
+    ckpt = classifier_run / "checkpoints" / "last.ckpt"
+    proc = run_cli("diffzoo.sample", [f"ckpt_path={cfg_ckpt}", "n=2", "y=1", f"out={tmp_path / 's'}", "guidance=classifier",
+                                      f"guidance.classifier_ckpt={ckpt}", "guidance.form=mean", "sampler=ddim", "sampler.steps=5"],
+                   cwd=tmp_path)
+    assert proc.returncode == 2 and "guidance.form=mean" in proc.stderr and "needs sampler=ddpm" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_guidance_errors_name_the_key(cfg_ckpt, tmp_path):
-    g = {"_target_": "diffzoo.guidance.classifier_guidance", "classifier_ckpt": "???", "scale": 1.0, "form": "eps", "variance": None}
+    g = {"_target_": "diffzoo.lit.load_classifier_guidance", "classifier_ckpt": "???", "scale": 1.0, "form": "eps"}
     with pytest.raises(ValueError, match="guidance.classifier_ckpt must be set"):
         sample(_cfg(cfg_ckpt, tmp_path / "x", g))
     with pytest.raises(Exception, match="not a noise-aware classifier"):  # (wrapped by hydra.instantiate)
@@ -74,8 +83,8 @@ def test_guidance_errors_name_the_key(cfg_ckpt, tmp_path):
 @pytest.mark.slow
 def test_scale_sweep_multirun_writes_the_tradeoff_table_and_plot(cfg_ckpt, tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("diffzoo.guidance.sweep", ["--multirun", f"ckpt_path={cfg_ckpt}", "guidance=cfg", "guidance.scale=0,2", "n=20",
-                                              "batch_size=20", "respace=5", "classifier.epochs=1", "is_splits=2",
+    proc = run_cli("diffzoo.guidance_sweep", ["--multirun", f"ckpt_path={cfg_ckpt}", "guidance=cfg", "guidance.scale=0,2", "n=20",
+                                              "batch_size=20", "sampler.steps=5", "classifier.epochs=1", "is_splits=2",
                                               f"sweep_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
                                               f"paths.log_dir={tmp_path / 'runs'}", "progress=false"], cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -79,20 +79,13 @@ def test_score_module_resume_is_bit_exact(tmp_path, experiment, extra):
         assert torch.equal(value, b["state_dict"][key]), key
 
 
-def test_ode_nll_cli_on_a_digits_score_sde_checkpoint(tmp_path):
-    """``python -m diffzoo.metrics.ode_nll CKPT`` on a (3-step) sde_vp_digits run: it scores the
-    held-out digits, and its numbers are those of :func:`ode_nll` with the documented generators."""
-    from diffzoo.data import DigitsDataModule
-    from diffzoo.metrics.ode_nll import main, ode_nll
-    from diffzoo.utils.random import derive_seed, per_sample_generators
+def test_the_second_ode_nll_command_points_to_the_one_path(capsys):
+    """Review A10: ``python -m diffzoo.metrics.ode_nll`` seeded its examples differently from
+    ``diffzoo-eval metrics=[nll_ode]`` and gave other numbers for the same seed. The NLL has one path
+    (seeded per example by ``(seed, "nll", i)``, checked in test_eval_score); the old command says so."""
+    from diffzoo.metrics.ode_nll import main
 
-    run = tmp_path / "run"
-    train(compose_train(TINY + ["experiment=sde_vp_digits", "net.base_channels=8"], run_dir=run))
-    ckpt = run / "checkpoints" / "last.ckpt"
-    summary = main([str(ckpt), "--n", "4", "--batch-size", "2", "--seed", "3"])
-    assert summary["n"] == 4 and summary["split"] == "val" and len(summary["nfe_per_batch"]) == 2
-    assert math.isfinite(summary["ode_nll_bpd"]) and summary["ode_nll_bpd"] > 0
-    module = load_module(ckpt)
-    x = DigitsDataModule().val_dataset_tensor()[:2]
-    direct = ode_nll(module, x, generator=per_sample_generators(derive_seed(3, "ode_nll"), range(2)))
-    assert direct.nfe == summary["nfe_per_batch"][0]
+    with pytest.raises(SystemExit) as stop:
+        main(["some.ckpt", "--n", "4"])
+    assert stop.value.code == 2
+    assert "diffzoo-eval ckpt_path=CKPT metrics=[nll_ode]" in capsys.readouterr().err

@@ -163,6 +163,21 @@ def test_sigma_hat_is_ddpm_large_variance_on_the_subsequence():
     assert torch.allclose(a, b, atol=1e-10, rtol=0)
 
 
+def test_sigma_hat_row_clips_x0_as_the_ddim_codes_ddpm_steps():
+    """Review A7: the DDIM code's σ̂ row (``ddpm_steps``) clamps x̂₀ to [−1, 1]; ``generalized_steps``
+    (the η rows) does not. With no ``clip_x0`` given, each row does what the DDIM code does."""
+    s = DiscreteSchedule(linear_betas(1000))
+    eps_fn = lambda x, t: 1.1 * exact_eps_fn(s, MIXTURE)(x, t) + 0.1  # noqa: E731 - imperfect: x̂₀ saturates
+    x_T = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def run(**kw):
+        return ddim(eps_fn, s, x_T, 10, generator=torch.Generator().manual_seed(9), **kw)
+
+    assert torch.equal(run(sigma_hat=True), run(sigma_hat=True, clip_x0=True))
+    assert not torch.allclose(run(sigma_hat=True), run(sigma_hat=True, clip_x0=False))
+    assert torch.equal(run(), run(clip_x0=False))
+
+
 def test_learned_variance_channels_are_ignored_and_clipping_bounds_x0():
     s = DiscreteSchedule(linear_betas(100))
     eps_fn = exact_eps_fn(s, MIXTURE)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..errors import DiffzooError
+
 __all__ = ["DataNotFoundError", "check_choice"]
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(DiffzooError, FileNotFoundError):
     """A data set is not on disk.
 
     The message names what is missing, every place that was searched, and how to get it, e.g.

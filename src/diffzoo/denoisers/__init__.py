@@ -2,19 +2,18 @@
 (``docs/ARCHITECTURE.md``, "Denoiser core").
 
 * :class:`Denoiser` / :class:`Prediction` — a network read through its forward process: x̂₀, ε, score, v.
-* :mod:`~diffzoo.denoisers.wrappers` — denoiser → denoiser (x̂₀ transforms, bound conditions; the
-  base of :mod:`diffzoo.guidance`).
+* :class:`DenoiserWrapper` — denoiser → denoiser (x̂₀ transforms, bound conditions; the base of
+  :mod:`diffzoo.guidance`).
 * :class:`ClipX0` — static thresholding of x̂₀.
 * :func:`as_sde_denoiser` — a denoiser on the SDE its process discretises (PC / ODE samplers).
 * :func:`mixture_denoiser` — exact denoisers of Gaussian mixtures (tests against closed forms).
 * :func:`eps_denoiser`, :func:`score_denoiser` — the earlier ``eps_fn`` / ``score_fn`` call forms.
 """
 
-from .base import PREDICTIONS, Denoiser, Prediction
+from .base import PREDICTIONS, Bound, Denoiser, DenoiserWrapper, Prediction, X0Transformed
 from .exact import NULL_LABEL, mixture_denoiser
 from .legacy import EpsFnView, ScoreFnView, eps_denoiser, score_denoiser
 from .transforms import ClipX0
-from .wrappers import Bound, DenoiserWrapper, X0Transformed
 
 
 def as_sde_denoiser(denoiser: Denoiser) -> Denoiser:

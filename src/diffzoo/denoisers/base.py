@@ -19,17 +19,18 @@ Discrete-time models accept real-valued t: the network is evaluated at the real-
 real number) and α, σ are interpolated (:meth:`~diffzoo.schedules.DiscreteSchedule.alpha`).
 
 Denoisers compose: guidance (:mod:`diffzoo.guidance`) and x̂₀ transforms
-(:mod:`diffzoo.denoisers.transforms`) wrap a denoiser into a denoiser
-(:mod:`diffzoo.denoisers.wrappers`), and samplers (:mod:`diffzoo.samplers`) take the result.
+(:mod:`diffzoo.denoisers.transforms`) wrap a denoiser into a denoiser (:class:`DenoiserWrapper`,
+below), and samplers (:mod:`diffzoo.samplers`) take the result.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 
-__all__ = ["PREDICTIONS", "Prediction", "Denoiser", "NetFn"]
+__all__ = ["PREDICTIONS", "Prediction", "Denoiser", "NetFn", "DenoiserWrapper", "X0Transformed", "Bound"]
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 NetFn = Callable[..., torch.Tensor]
@@ -191,13 +192,120 @@ class Denoiser:
     def with_x0_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "Denoiser":
         """This denoiser with x̂₀ passed through ``transform`` (clipping, thresholding) and ε̂ made
         consistent with it. Guidance wrappers place the transform where the reference code does."""
-        from .wrappers import X0Transformed
-
         return X0Transformed(self, transform)
 
     def bind(self, **cond) -> "Denoiser":
         """This denoiser with the conditioning ``cond`` (e.g. ``y=labels``) fixed; ``None`` values are dropped."""
-        from .wrappers import Bound
-
         given = {k: v for k, v in cond.items() if v is not None}
         return Bound(self, given) if given else self
+
+
+# ---------------------------------------------------------------------- denoiser → denoiser
+# A wrapper holds an ``inner`` denoiser and changes what ``predict`` returns; it keeps the inner
+# denoiser's process, time input and conditioning. Three operations rebuild a chain of wrappers:
+#
+# * ``retimed`` re-times the base denoiser and keeps every wrapper on top;
+# * ``with_x0_transform`` puts an x̂₀ transform *below* the wrapper by default — where guided-diffusion
+#   clips x̂₀ before classifier guidance shifts it (``condition_score`` / ``condition_mean`` act on the
+#   clipped ``pred_xstart``); a wrapper that is part of the model function (classifier-free guidance:
+#   GLIDE combines the two ε before ``p_mean_variance`` clips) overrides it to put the transform on top;
+# * ``bind`` fixes conditioning on top of everything.
+
+
+class DenoiserWrapper(Denoiser):
+    """A denoiser that wraps ``inner`` (module docstring). Subclasses implement :meth:`predict`."""
+
+    def __init__(self, inner: Denoiser):  # noqa: D107 - no base __init__: everything is the inner's
+        self.inner = inner
+
+    # the inner denoiser's identity
+    @property
+    def process(self):
+        return self.inner.process
+
+    @property
+    def prediction(self) -> str:
+        return self.inner.prediction
+
+    @property
+    def cond_keys(self) -> frozenset:
+        return self.inner.cond_keys
+
+    @property
+    def null_cond(self):
+        return self.inner.null_cond
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        return self.inner.data_range
+
+    @property
+    def to_data(self) -> Callable:
+        return self.inner.to_data
+
+    @property
+    def from_data(self) -> Callable:
+        return self.inner.from_data
+
+    @property
+    def mean_shift_form(self) -> bool:
+        return self.inner.mean_shift_form
+
+    def model_time(self, t):
+        return self.inner.model_time(t)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def predict(self, x: torch.Tensor, t, **cond) -> Prediction:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    __call__ = predict
+
+    def replace_inner(self, inner: Denoiser) -> "DenoiserWrapper":
+        """A copy of this wrapper around another inner denoiser."""
+        new = copy.copy(self)
+        new.inner = inner
+        return new
+
+    def retimed(self, process, t_map: Callable) -> Denoiser:
+        return self.replace_inner(self.inner.retimed(process, t_map))
+
+    def with_x0_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> Denoiser:
+        return self.replace_inner(self.inner.with_x0_transform(transform))
+
+
+class X0Transformed(DenoiserWrapper):
+    """x̂₀ passed through ``transform`` (e.g. clipping to the data range) and ε̂ recomputed from it,
+    ``ε̂ = (x − α x̂₀)/σ`` (improved-diffusion's ``ddim_sample`` and ``p_mean_variance`` with
+    ``clip_denoised``). A further transform is applied after this one."""
+
+    def __init__(self, inner: Denoiser, transform: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(inner)
+        self.transform = transform
+
+    def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
+        p = self.inner.predict(x, t, **cond)
+        return p.with_x0(x, self.transform(p.x0))
+
+    __call__ = predict
+
+    def with_x0_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> Denoiser:
+        return X0Transformed(self, transform)
+
+
+class Bound(DenoiserWrapper):
+    """The inner denoiser with conditioning fixed: ``predict(x, t) = inner.predict(x, t, **cond)``."""
+
+    def __init__(self, inner: Denoiser, cond: dict[str, Any]):
+        super().__init__(inner)
+        self.cond = dict(cond)
+
+    def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
+        return self.inner.predict(x, t, **{**self.cond, **cond})
+
+    __call__ = predict
+
+    @property
+    def cond_keys(self) -> frozenset:
+        return self.inner.cond_keys - set(self.cond)
