@@ -99,13 +99,13 @@ def evaluate(ckpt: Path, variances: list[str], steps: int, x: torch.Tensor, seed
     from diffzoo.utils.images import save_image_grid
 
     module = load_module(ckpt)
-    eps_fn = module.denoiser(use_ema=True)
+    denoiser = module.denoiser(use_ema=True)
     respaced = module.schedule.respace(spaced_timesteps(module.schedule.T, steps, "even"))
 
     def bound_record(schedule, variance: str) -> dict:
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        bound = vlb_bits_per_dim(eps_fn, schedule, x, variance=variance, clip_x0=clip_x0, generator=gen)
+        bound = vlb_bits_per_dim(denoiser, schedule, x, variance=variance, clip_x0=clip_x0, generator=gen)
         return {
             "variance": variance,
             "clip_x0": clip_x0,
@@ -125,7 +125,8 @@ def evaluate(ckpt: Path, variances: list[str], steps: int, x: torch.Tensor, seed
             result.append(bound_record(module.schedule, variance))
         gen = torch.Generator().manual_seed(seed)
         n = max(64, n_quality if quality is not None else 0)
-        samples = ddpm(eps_fn, respaced, torch.randn(n, *x.shape[1:], generator=gen), variance=variance, clip_x0=True, generator=gen)
+        samples = ddpm(denoiser, torch.randn(n, *x.shape[1:], generator=gen), steps, variance=variance, clip_x0=True,
+                       spacing="even", generator=gen)  # the respaced chain (Improved DDPM §4)
         save_image_grid(samples[:64], out_dir / f"{name}_{variance}_{steps}steps.png")
         if quality is not None:
             at_k.update(quality(samples[:n_quality]))

@@ -76,11 +76,19 @@ def wandb_offline() -> bool:
     return not os.environ.get("WANDB_API_KEY")
 
 
+def log_ratio(a, b) -> float:
+    """``ln(a / b)``, for constants that follow from others (``${diffzoo.log_ratio:${schedule.sigma_max},
+    ${schedule.sigma_min}}``: NCSN++'s time input ``log σ(t) − log σ_min = t · ln(σ_max/σ_min)``)."""
+    import math
+
+    return math.log(float(a) / float(b))
+
+
 def register_resolvers() -> None:
-    """Register ``${diffzoo.wandb_offline:}``, ``${diffzoo.run_id:run_id,name,overrides}`` and
-    ``${diffzoo.sweep_group:name}`` (idempotent)."""
+    """Register ``${diffzoo.wandb_offline:}``, ``${diffzoo.run_id:run_id,name,overrides}``,
+    ``${diffzoo.sweep_group:name}`` and ``${diffzoo.log_ratio:a,b}`` (idempotent)."""
     for name, fn in (("diffzoo.wandb_offline", wandb_offline), ("diffzoo.run_id", stable_run_id),
-                     ("diffzoo.sweep_group", sweep_group)):
+                     ("diffzoo.sweep_group", sweep_group), ("diffzoo.log_ratio", log_ratio)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

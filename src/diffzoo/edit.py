@@ -86,6 +86,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     from .lit.build import load_module
     from .metrics.data import instantiate_datamodule, load_split
     from .runtime import device_of
+    from .samplers import sample_indices
     from .samplers.inpaint import colorize, inpaint
     from .utils.images import save_image_grid
     from .utils.random import per_sample_generators
@@ -121,19 +122,23 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task == "colorize" and x.shape[1] < 2:
         raise ConfigError(f"task=colorize needs colour images; {dm.name!r} has {x.shape[1]} channel(s) (use task=inpaint)")
 
-    x_T = module.prior_sample(len(idx), per_sample_generators(cfg.seed, idx, stream="x_T"))
-    gens = per_sample_generators(cfg.seed, idx, stream="steps")
-    box = {"nfe": 0}
-    common = dict(generator=gens, callback=lambda d: box.__setitem__("nfe", d["nfe"]), progress=bool(cfg.progress), **options)
     if cfg.task == "inpaint":
         mask = make_mask(cfg.mask, tuple(x.shape), float(cfg.mask_fraction), per_sample_generators(cfg.seed, idx, stream="mask")).to(x.device)
-        out = denoiser.to_data(inpaint(denoiser, x_T, denoiser.from_data(x), mask, spec.steps, **common))
+        known = denoiser.from_data(x)
         masked = torch.where(mask, x, torch.zeros_like(x))  # unknown pixels shown as mid-grey
+
+        def run(model, x_T, **kw):
+            return inpaint(model, x_T, known, mask, spec.steps, **kw, **options)
     else:
         mask = None
         gray = denoiser.from_data(x).mean(dim=1, keepdim=True)  # Score SDE App. I.3: the grey level is known
-        out = denoiser.to_data(colorize(denoiser, x_T, gray, spec.steps, **common))
         masked = denoiser.to_data(gray).expand_as(x)
+
+        def run(model, x_T, **kw):
+            return colorize(model, x_T, gray, spec.steps, **kw, **options)
+    # the one sampling loop: example i starts from the prior with generator (seed, "x_T", i), draws from (seed, "steps", i)
+    result = sample_indices(denoiser, run, idx, int(cfg.seed), module.data_shape, device=module.device, progress=bool(cfg.progress))
+    out, box = result.x, {"nfe": result.nfe}
 
     target = _out_dir(cfg)
     target.mkdir(parents=True, exist_ok=True)

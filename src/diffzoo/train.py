@@ -2,7 +2,7 @@
 
     diffzoo-train experiment=ddpm_digits trainer.max_steps=500 seed=1
     diffzoo-train experiment=ddpm_cifar10 trainer=ddp trainer.devices=8
-    diffzoo-train --multirun seed=0,1 model.optimizer.lr=1e-4,2e-4     # a sweep (hydra/launcher=...)
+    diffzoo-train --multirun seed=0,1 optimizer.lr=1e-4,2e-4     # a sweep (hydra/launcher=...)
     diffzoo-train run_id=my_run          # the same command again resumes runs/<name>/my_run
 
 The run dir is ``<paths.log_dir>/<name>/<run_id>`` with a stable id (no timestamp): a killed,
@@ -221,7 +221,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _log_wandb_config(logger, cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config as flat hyperparameters (``model.optimizer.lr``: one column each in the
+    """The resolved config as flat hyperparameters (``optimizer.lr``: one column each in the
     W&B runs table) and ``config.yaml`` as a ``config`` artifact of the run."""
     import wandb
 

@@ -41,7 +41,7 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.max_steps", lambda v: _is_int(v) and (v == -1 or v > 0), "a positive integer, or -1 (no step limit)"),
     ("trainer.log_every_n_steps", lambda v: _is_int(v) and v > 0, "a positive integer"),
     ("trainer.gradient_clip_val", lambda v: v is None or (isinstance(v, (int, float)) and v >= 0), "null or >= 0"),
-    ("model.ema_decay", lambda v: v is None or (isinstance(v, (int, float)) and 0.0 <= v < 1.0), "a number in [0, 1)"),
+    ("ema.decay", lambda v: v is None or (isinstance(v, (int, float)) and 0.0 <= v < 1.0), "a number in [0, 1)"),
     ("data.batch_size", lambda v: _is_int(v) and v > 0, "a positive integer"),
     ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("final_samples", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
@@ -139,9 +139,9 @@ def validate_config(cfg: DictConfig) -> None:
             continue
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is impossible: it must be {valid}")
-    t_max = OmegaConf.select(cfg, "model.lr_scheduler.T_max", default=None)
+    t_max = OmegaConf.select(cfg, "lr_scheduler.T_max", default=None)
     if _is_int(t_max) and t_max <= 0:
-        raise ConfigError(f"model.lr_scheduler.T_max={t_max} is impossible: the cosine schedule needs a positive length "
+        raise ConfigError(f"lr_scheduler.T_max={t_max} is impossible: the cosine schedule needs a positive length "
                           "(it follows trainer.max_steps in some experiments; set trainer.max_steps or T_max)")
     wandb = OmegaConf.select(cfg, "logger.wandb", default=None)
     if isinstance(wandb, DictConfig) and wandb.get("log_model") and wandb.get("offline"):

@@ -4,7 +4,7 @@ import pytest
 
 from diffzoo.errors import CheckpointError
 from diffzoo.train import train
-from tests.helpers import REPO, TINY, compose_train, run_cli
+from tests.helpers import TINY, compose_train, run_cli
 
 
 def _one_clear_line(proc, *needles):

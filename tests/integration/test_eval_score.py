@@ -49,6 +49,14 @@ def test_eval_cli_on_score_models(tmp_path, shared_cache, experiment, extra, nfe
     assert (tmp_path / "out" / "grid.png").is_file()
 
 
+def test_a_model_without_ema_reports_raw_weights(tmp_path, shared_cache):
+    """Review A9: NCSN keeps no EMA (``ema_decay: null``) and samples with its raw weights; its records
+    said ``weights: ema`` because ``use_ema`` was true. They say what was used."""
+    ckpt = write_score_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", "ncsn_digits", ["net.ngf=8"])
+    summary = _eval(ckpt, tmp_path / "out", shared_cache, "metrics=[fid]", "sampler.steps=3")
+    assert summary["weights"] == "raw" and all(r["weights"] == "raw" for r in summary["records"])
+
+
 def test_ode_sampler_and_prior_of_the_model(tmp_path, shared_cache):
     """``sampler=ode`` replaces PC; its steps are adaptive and the NFE is the solver's. A VE model starts
     from its own prior N(0, σ_max² I), drawn per global sample index as diffzoo-sample does."""

@@ -127,12 +127,12 @@ def test_ddpm_cifar10_is_the_paper_recipe():
     assert (betas.T, betas.beta_start, betas.beta_end) == (1000, 1e-4, 0.02)
     assert cfg.schedule.betas._target_.endswith("linear_betas") and "sqrt" not in cfg.schedule.betas._target_
     assert cfg.objective._target_.endswith("SimpleLoss")
-    assert cfg.model.optimizer._target_ == "torch.optim.Adam" and cfg.model.optimizer.lr == 2e-4
-    assert cfg.model.lr_scheduler.warmup_steps == 5000
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 2e-4
+    assert cfg.lr_scheduler.warmup_steps == 5000
     assert cfg.data.batch_size == 128 and cfg.data.hflip is True
     assert cfg.trainer.gradient_clip_val == 1.0
     assert cfg.trainer.max_steps == 800_000
-    assert cfg.model.ema_decay == 0.9999
+    assert cfg.ema.decay == 0.9999
     assert cfg.sampler.variance == "fixedlarge" and cfg.sampler.clip_x0 is True
     net = cfg.net
     assert (net.base_channels, tuple(net.channel_mult), net.num_res_blocks, tuple(net.attention_resolutions), net.dropout) == (

@@ -35,10 +35,10 @@ def _check_sweep(tmp_path, proc, n_jobs):
 
 def test_basic_launcher_2x2_one_wandb_run_per_job(tmp_path):
     overrides = [o for o in TOY if o != "logger=csv"] + ["logger=wandb"]
-    proc = run_cli("diffzoo.train", ["--multirun", *overrides, "seed=0,1", "model.ema_decay=0.9,0.99"], cwd=tmp_path)
+    proc = run_cli("diffzoo.train", ["--multirun", *overrides, "seed=0,1", "ema.decay=0.9,0.99"], cwd=tmp_path)
     sweep, rows = _check_sweep(tmp_path, proc, 4)
-    assert [r["overrides"] for r in rows] == ["seed=0 model.ema_decay=0.9", "seed=0 model.ema_decay=0.99",
-                                             "seed=1 model.ema_decay=0.9", "seed=1 model.ema_decay=0.99"]
+    assert [r["overrides"] for r in rows] == ["seed=0 ema.decay=0.9", "seed=0 ema.decay=0.99",
+                                             "seed=1 ema.decay=0.9", "seed=1 ema.decay=0.99"]
     runs = [summarize(offline_runs(sweep / str(i))[0]) for i in range(4)]
     assert len({r["id"] for r in runs}) == 4  # a W&B run per job ...
     assert {r["group"] for r in runs} == {f"ddpm_toy2d/{sweep.name}"}  # ... grouped by sweep
@@ -46,7 +46,7 @@ def test_basic_launcher_2x2_one_wandb_run_per_job(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_2x2(tmp_path):
-    proc = run_cli("diffzoo.train", ["--multirun", *TOY, "seed=0,1", "model.ema_decay=0.9,0.99",
+    proc = run_cli("diffzoo.train", ["--multirun", *TOY, "seed=0,1", "ema.decay=0.9,0.99",
                                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cwd=tmp_path)
     _check_sweep(tmp_path, proc, 4)
 

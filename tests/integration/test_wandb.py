@@ -65,7 +65,7 @@ def test_wandb_run_follows_the_conventions(tmp_path):
     assert info["project"] == "diffzoo" and info["group"] == "ddpm_toy2d" and info["job_type"] == "train"
     assert info["name"] == "ddpm_toy2d-w1" and set(info["tags"]) == {"ddpm", "toy2d"}
     # the resolved config, flattened: one column per leaf
-    assert {"model.optimizer.lr", "trainer.max_steps", "run_id", "data._target_"} <= info["config"]
+    assert {"optimizer.lr", "trainer.max_steps", "run_id", "data._target_"} <= info["config"]
     assert ("config", f"config-{info['id']}") in info["artifacts"]
     assert "train/loss" in info["history"]
 

@@ -58,7 +58,8 @@ def test_the_builder_gives_a_classifier_no_objective_or_sampler():
     from diffzoo.lit.build import build_module
     from tests.helpers import compose_train
 
-    assert NoisyClassifierModule.PARTS == ("net", "schedule") and not hasattr(NoisyClassifierModule, "sample")
+    assert NoisyClassifierModule.PARTS == ("net", "schedule", "optimizer", "lr_scheduler")
+    assert not hasattr(NoisyClassifierModule, "sample") and not hasattr(NoisyClassifierModule, "denoiser")
     cfg = compose_train(["experiment=adm_classifier_digits"])
     cfg.sampler = compose_train(["experiment=ddpm_digits"]).sampler
     with pytest.raises(ConfigError, match="sampler is set but NoisyClassifierModule takes no sampler; set sampler=null"):

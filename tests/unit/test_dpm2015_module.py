@@ -11,7 +11,7 @@ from diffzoo.errors import ConfigError
 from diffzoo.lit.dpm2015 import DPM2015Module, null_loglik_bits
 from diffzoo.networks.dpm2015_mlp import DPM2015MLP, ReverseCoefficients, temporal_bump_basis
 from diffzoo.schedules import DiscreteSchedule
-from diffzoo.schedules.dpm2015 import DPM2015Schedule, dpm2015_betas
+from diffzoo.schedules.dpm2015 import DPM2015Schedule
 from tests.unit.test_dpm2015 import expected_kl_isotropic_data
 
 T = 10

@@ -140,9 +140,9 @@ def test_configs_hold_the_paper_settings():
 def test_ve_experiments_feed_log_sigma_up_to_a_constant(experiment):
     """The net gets c·t; VE eq. 31, log σ_t = log σ_min + t·ln(σ_max/σ_min), needs c = ln(σ_max/σ_min)."""
     cfg = compose_train([f"experiment={experiment}"])
-    assert cfg.net.embedding_type == "fourier" and cfg.model.parameterization.kind == "scaled"
+    assert cfg.net.embedding_type == "fourier" and cfg.parameterization.kind == "scaled"
     assert cfg.model.data_transform == "unit" and cfg.net.rescale_input is True
-    assert cfg.model.parameterization.time_scale == pytest.approx(math.log(cfg.schedule.sigma_max / cfg.schedule.sigma_min), rel=1e-12)
+    assert cfg.parameterization.time_scale == pytest.approx(math.log(cfg.schedule.sigma_max / cfg.schedule.sigma_min), rel=1e-12)
 
 
 def test_fourier_features_of_shifted_log_sigma_are_a_fixed_rotation():

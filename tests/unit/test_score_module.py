@@ -313,21 +313,21 @@ def test_ncsnv2_digits_settings_follow_the_papers_rules():
     gamma = (cfg.schedule.sigma_max / cfg.schedule.sigma_min) ** (1 / (cfg.schedule.L - 1))
     best = ncsnv2_optimal_eps(gamma, cfg.schedule.sigma_min, cfg.sampler.n_steps_each)
     assert cfg.sampler.step_lr == pytest.approx(best.eps, rel=2e-3)
-    assert cfg.model.parameterization.kind == "scaled" and cfg.net.num_classes is None and cfg.model.ema_decay == 0.999
+    assert cfg.parameterization.kind == "scaled" and cfg.net.num_classes is None and cfg.ema.decay == 0.999
 
 
 def test_ncsn_and_ncsnv2_cifar10_are_the_paper_recipes():
     ncsn = compose_train(["experiment=ncsn_cifar10"])
     assert (ncsn.schedule.sigma_max, ncsn.schedule.sigma_min, ncsn.schedule.L) == (1.0, 0.01, 10)
     assert (ncsn.sampler.n_steps_each, ncsn.sampler.step_lr, ncsn.sampler.step_convention) == (100, 2e-5, "code")
-    assert ncsn.objective.anneal_power == 2.0 and ncsn.model.parameterization.kind == "direct"
-    assert ncsn.model.optimizer.lr == 1e-3 and ncsn.data.batch_size == 128 and ncsn.trainer.max_steps == 200_000
-    assert ncsn.model.data_transform == "unit" and ncsn.net.ngf == 128 and ncsn.model.ema_decay is None
+    assert ncsn.objective.anneal_power == 2.0 and ncsn.parameterization.kind == "direct"
+    assert ncsn.optimizer.lr == 1e-3 and ncsn.data.batch_size == 128 and ncsn.trainer.max_steps == 200_000
+    assert ncsn.model.data_transform == "unit" and ncsn.net.ngf == 128 and ncsn.ema.decay is None
     v2 = compose_train(["experiment=ncsnv2_cifar10"])
     assert (v2.schedule.sigma_max, v2.schedule.sigma_min, v2.schedule.L) == (50.0, 0.01, 232)
     assert (v2.sampler.n_steps_each, v2.sampler.step_lr, v2.sampler.denoise) == (5, 6.2e-6, True)
-    assert v2.model.ema_decay == 0.999 and v2.model.optimizer.lr == 1e-4 and v2.trainer.max_steps == 300_000
-    assert v2.model.parameterization.kind == "scaled" and v2.model.parameterization.net_input == "none"
+    assert v2.ema.decay == 0.999 and v2.optimizer.lr == 1e-4 and v2.trainer.max_steps == 300_000
+    assert v2.parameterization.kind == "scaled" and v2.parameterization.net_input == "none"
 
 
 @pytest.mark.parametrize("name, sde, reduce, ema, kind, transform", [
@@ -339,8 +339,8 @@ def test_score_sde_cifar10_recipes(name, sde, reduce, ema, kind, transform):
     cfg = compose_train([f"experiment={name}"])
     assert cfg.schedule._target_.endswith(sde) and cfg.schedule.N == 1000
     assert (cfg.objective.weighting, cfg.objective.reduce, cfg.objective.eps) == ("sigma2", reduce, 1e-5)
-    assert cfg.model.ema_decay == ema and cfg.model.parameterization.kind == kind and cfg.model.data_transform == transform
-    assert cfg.model.optimizer.lr == 2e-4 and cfg.model.lr_scheduler.warmup_steps == 5000
+    assert cfg.ema.decay == ema and cfg.parameterization.kind == kind and cfg.model.data_transform == transform
+    assert cfg.optimizer.lr == 2e-4 and cfg.lr_scheduler.warmup_steps == 5000
     assert cfg.trainer.gradient_clip_val == 1.0 and cfg.data.batch_size == 128 and cfg.trainer.max_steps == 1_300_000
     assert cfg.sampler.eps == 1e-3 and cfg.sampler.denoise is True
     if name == "sde_ve_cifar10":

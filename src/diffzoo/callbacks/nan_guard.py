@@ -65,7 +65,7 @@ class NanGuard(L.Callback):
         if self.action == "stop":
             raise NonFiniteLossError(
                 f"non-finite training values at step {step}: {what}. Stopped (callbacks.nan_guard.action=stop); "
-                "try a lower model.optimizer.lr or trainer.gradient_clip_val, or callbacks.nan_guard.action=skip")
+                "try a lower optimizer.lr or trainer.gradient_clip_val, or callbacks.nan_guard.action=skip")
         self._consecutive += 1
         if self._consecutive > self.max_skips:
             raise NonFiniteLossError(

@@ -36,7 +36,7 @@ class DiffzooModule(L.LightningModule):
     is an error.
     """
 
-    PARTS: tuple[str, ...] = ("net", "schedule")
+    PARTS: tuple[str, ...] = ("net", "schedule", "optimizer", "lr_scheduler")
     run_config: dict | None = None  # the resolved run config, set by lit.build.build_module
     wandb_run_id: str | None = None
     fast_paths = None  # a lit.fast_paths.FastPaths, set by apply_fast_paths (config group ``perf``)
@@ -136,7 +136,7 @@ class GenerativeModule(DiffzooModule):
     :class:`~diffzoo.denoisers.Denoiser` (:meth:`denoiser`) and samples with its
     :class:`~diffzoo.samplers.SamplerSpec` (``sampler``)."""
 
-    PARTS = ("net", "schedule", "objective", "sampler")
+    PARTS = ("net", "schedule", "objective", "sampler", "optimizer", "lr_scheduler", "ema")
     sampler: SamplerSpec
 
     def _set_sampler(self, sampler) -> None:

@@ -12,8 +12,8 @@ from ..errors import CheckpointError, ConfigError
 
 __all__ = ["build_module", "load_module", "ALL_PARTS", "parts_of"]
 
-# Config groups instantiated separately and handed to the model class that takes them.
-ALL_PARTS = ("net", "schedule", "objective", "sampler")
+# Config groups instantiated separately and handed to the model class that takes them (its PARTS).
+ALL_PARTS = ("net", "schedule", "objective", "sampler", "optimizer", "lr_scheduler", "ema", "parameterization")
 
 
 def parts_of(model_cfg) -> tuple[str, ...]:
@@ -26,16 +26,24 @@ def parts_of(model_cfg) -> tuple[str, ...]:
 
 
 def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None):
-    """Instantiate the parts the model class takes (its ``PARTS``, e.g. ``cfg.net``, ``cfg.schedule`` —
-    the forward process —, ``cfg.objective``, ``cfg.sampler``) and pass them to ``cfg.model``, with
+    """Instantiate the parts the model class takes (its ``PARTS``: ``cfg.net``, ``cfg.schedule`` — the
+    forward process —, ``cfg.objective``, ``cfg.sampler``, ``cfg.optimizer``, ``cfg.lr_scheduler``,
+    ``cfg.ema`` (``{decay, warmup}``), ``cfg.parameterization``) and pass them to ``cfg.model``, with
     ``data_shape`` and ``seed``. A part set in the config that the class does not take is an error
-    naming it (a classifier has no sampler); the network is checked against the data shape."""
+    naming it (a classifier has no sampler); the network is checked against the data shape.
+    Configs written before the optimizer, EMA and parameterisation had groups of their own hold them
+    inside ``cfg.model``; they build the same way."""
     takes = parts_of(cfg.model)
     extra = [g for g in ALL_PARTS if cfg.get(g) is not None and g not in takes]
     if extra:
         raise ConfigError(f"{extra[0]} is set but {str(cfg.model._target_).rsplit('.', 1)[-1]} takes no {extra[0]}; "
                           f"set {extra[0]}=null (it takes {', '.join(takes) or 'no parts'})")
-    parts = {group: instantiate(cfg[group]) for group in takes if cfg.get(group) is not None}
+    parts = {}
+    for group in takes:
+        if group == "ema" and cfg.get("ema") is not None:  # {decay, warmup}: the module builds its EMA
+            parts.update(ema_decay=cfg.ema.get("decay"), ema_warmup=bool(cfg.ema.get("warmup", False)))
+        elif cfg.get(group) is not None:
+            parts[group] = instantiate(cfg[group])
     if data_shape is not None and "net" in parts:
         _check_net_fits_data(parts["net"], tuple(data_shape), cfg)
     module = instantiate(cfg.model, **parts, data_shape=data_shape, seed=cfg.get("seed", 0))

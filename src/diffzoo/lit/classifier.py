@@ -41,7 +41,7 @@ class TimeBucketedClassifier(DiffzooModule):
     ``draw_t(lo, hi, n, generator)`` (t uniform in a range), ``preview_times(n)`` and
     ``bucket_name(lo, hi)``."""
 
-    PARTS = ("net", "schedule")
+    PARTS = ("net", "schedule", "optimizer", "lr_scheduler")
     buckets: list = []
     _preview: torch.Tensor | None = None
 

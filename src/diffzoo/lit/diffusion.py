@@ -26,7 +26,8 @@ class DiffusionModule(GenerativeModule):
             checkpoint written before it existed).
         optimizer: ``optimizer(params) → torch.optim.Optimizer`` (``_partial_``).
         lr_scheduler: optional ``lr_scheduler(optimizer) → LRScheduler`` stepped every step.
-        ema_decay, ema_warmup: the weight EMA kept on every rank (see :class:`diffzoo.optim.ema.EMA`).
+        ema_decay, ema_warmup: the weight EMA kept on every rank (see :class:`diffzoo.optim.ema.EMA`);
+            ``ema_decay=None`` keeps none (sampling then uses the raw weights).
         data_shape: shape of one sample, e.g. ``(1, 8, 8)`` or ``(2,)``.
         seed: base seed; training noise is seeded per step, rank and micro-batch
             (:meth:`~diffzoo.lit.base.DiffzooModule.step_seed`), so a resumed run draws exactly the
@@ -45,7 +46,7 @@ class DiffusionModule(GenerativeModule):
         sampler,
         optimizer: Callable[..., torch.optim.Optimizer],
         lr_scheduler: Callable | None = None,
-        ema_decay: float = 0.9999,
+        ema_decay: float | None = 0.9999,
         ema_warmup: bool = False,
         data_shape: tuple[int, ...] | None = None,
         seed: int = 0,
@@ -58,7 +59,7 @@ class DiffusionModule(GenerativeModule):
         self.objective = objective
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup)
+        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
         self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
         self.seed = seed
         self.conditional = conditional
@@ -95,7 +96,7 @@ class DiffusionModule(GenerativeModule):
         on its schedule: at process time t (a real-valued step index) the network sees the index of
         the training schedule (:meth:`DiscreteSchedule.model_time`). A class-conditional model takes
         ``y``; one trained with label dropout has the null class as its ``null_cond`` (CFG)."""
-        net = self.ema.shadow if use_ema else self.net
+        net = self.ema.shadow if (use_ema and self.ema is not None) else self.net
 
         def net_fn(x: torch.Tensor, tau: torch.Tensor, **cond) -> torch.Tensor:
             return net(x, tau, **cond)

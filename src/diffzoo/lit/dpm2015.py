@@ -88,7 +88,7 @@ class DPM2015Module(DiffzooModule):
         data_shape, seed: from ``build_module``; training noise of step k is seeded by ``(seed, k)``.
     """
 
-    PARTS = ("net", "schedule")
+    PARTS = ("net", "schedule", "optimizer", "lr_scheduler", "ema")
 
     def __init__(
         self,

@@ -50,6 +50,8 @@ class ScoreModule(GenerativeModule):
         data_shape: shape of one sample; seed: base seed; conditional: feed the class label ``y``.
     """
 
+    PARTS = GenerativeModule.PARTS + ("parameterization",)
+
     def __init__(
         self,
         net: nn.Module,

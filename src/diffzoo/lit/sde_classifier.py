@@ -54,7 +54,7 @@ class SDEClassifierModule(TimeBucketedClassifier):
         t_buckets: number of t ranges accuracy is logged for.
         eps: smallest training time (``t ~ U(eps, T)``; Score SDE trains its models with ``1e-5``).
         time_scale: the factor ``c`` of the time input ``c · t`` — the score model's
-            ``model.parameterization.time_scale`` (999 in Score SDE's continuous-time models).
+            ``parameterization.time_scale`` (999 in Score SDE's continuous-time models).
         data_transform: the score model's ``model.data_transform`` (``none``: data in ``[−1, 1]``;
             ``unit``: ``(x + 1)/2``, the VE models' scaling).
     """

@@ -75,7 +75,7 @@ class ScoreParameterization:
         if getattr(net, "scale_by_sigma", False):
             raise ConfigError(
                 f"{type(net).__name__} has scale_by_sigma=true but the score parameterization already handles σ; "
-                "set net.scale_by_sigma=false (use model.parameterization.kind=scaled for NCSNv2's s(x)/σ)"
+                "set net.scale_by_sigma=false (use parameterization.kind=scaled for NCSNv2's s(x)/σ)"
             )
         if conditional and self.net_input != "time":
             raise ConfigError(f"model.conditional=true needs a time-conditioned net (net_input='time'), got net_input={self.net_input!r}")

@@ -37,11 +37,10 @@ def _encode(denoiser: Denoiser, x0: torch.Tensor, steps: int | None = None, *, s
     count = counted(callback)
     x = x0
     for i in track(range(len(grid)), total=len(grid), description="DDIM encode", enabled=progress):
-        # ε at the level reached; the first step, with no level below τ_0, evaluates at τ_0.
+        # ε at the level reached; the first step, with no level below τ_0, evaluates at τ_0 (x is x_0 there).
         p = denoiser.predict(x, grid[max(i - 1, 0)])
-        a_s, s_s = (1.0, 0.0) if i == 0 else process.alpha_sigma(grid[i - 1])
+        pred_x0 = p.x0 if i > 0 else x
         a_t, s_t = process.alpha_sigma(grid[i])
-        pred_x0 = (x - s_s * p.eps) / a_s
         x = a_t * pred_x0 + s_t * p.eps  # DDIM eq. 12 with σ = 0, t increasing
         count({"i": i, "t": grid[i], "x": x, "x0": pred_x0})
     return x

@@ -4,8 +4,8 @@
 Sample ``i`` starts from ``x_T`` drawn from the model's prior (``process.prior_sample``: N(0, I)
 for DDPM and VP models, N(0, σ_max² I) for VE, U[0, 1] for NCSN) with generator ``(seed, "x_T", i)``,
 and the sampler draws its later noise from generator ``(seed, "steps", i)``. ``diffzoo-sample``,
-``diffzoo-eval``, the evaluation callback, the DDIM table, the guidance sweep and the final samples
-of a training run all draw through :func:`sample_indices`.
+``diffzoo-eval``, the evaluation callback, the DDIM table, the guidance sweep, ``edit`` and the final
+samples of a training run all draw through :func:`sample_indices`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SampleBatch(NamedTuple):
 @torch.no_grad()
 def sample_indices(
     denoiser,
-    sampler: SamplerSpec,
+    sampler: SamplerSpec | Callable,
     indices: Sequence[int],
     seed: int,
     shape: Sequence[int],
@@ -48,7 +48,8 @@ def sample_indices(
 
     Args:
         denoiser: the model (:class:`~diffzoo.denoisers.Denoiser`).
-        sampler: the :class:`SamplerSpec`.
+        sampler: the :class:`SamplerSpec`, or any ``sampler(model, x_T, generator=, callback=, progress=)
+            → x`` (e.g. inpainting with the batch's known pixels bound).
         indices: global sample indices of this batch.
         seed: the evaluation seed; sample ``i`` depends on ``(seed, i)`` only.
         shape: shape of one sample, e.g. ``(1, 8, 8)``.
