@@ -55,3 +55,6 @@ def test_optimizer_ema_and_parameterization_are_choices_of_their_own():
     assert score.parameterization.kind == "scaled" and score.parameterization.net_input == "none"
     with pytest.raises(ConfigError, match="ema is set but NoisyClassifierModule takes no ema; set ema=null"):
         build_module(compose_train(["experiment=adm_classifier_digits", "ema=default"]), (1, 8, 8))
+    # a value set both in the model group (as before the split) and in its own group is refused, not dropped
+    with pytest.raises(ConfigError, match=r"model.ema_decay is set, but ema is a config group .* set ema.decay="):
+        build_module(compose_train(["experiment=ddpm_digits", "+model.ema_decay=0.9"]), (1, 8, 8))

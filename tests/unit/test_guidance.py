@@ -96,6 +96,24 @@ def test_classifier_guidance_adds_s_times_the_classifier_gradient_to_the_score(g
         assert torch.allclose(guided.score(x, t), expected, atol=1e-8)
 
 
+def test_guidance_of_the_null_branch_keeps_the_bound_null_label(gm, schedule):
+    """ADM guides the *unconditional* model: classifier guidance around ``base.bind(y=∅)`` of a
+    class-conditional model gets the target labels for its classifier, the model keeps ∅ — the guided score
+    is the unconditional one plus s·∇log p(y|x_t), not the conditional one (a later label does not undo a bind)."""
+    from diffzoo.denoisers.exact import NULL_LABEL
+
+    base = mixture_denoiser(gm, schedule)
+    y = torch.ones(64, dtype=torch.long)
+    grad_fn = lambda x, tau, y: gm.class_log_prob_grad(x, y, schedule.alpha(tau), schedule.sigma(tau))  # noqa: E731
+    null_branch = base.bind(y=torch.full_like(y, NULL_LABEL))
+    guided = ClassifierGuidance(scale=2.0, grad_fn=grad_fn).wrap(null_branch).bind(y=y)
+    x = _points()
+    a, s = schedule.alpha_sigma(60)
+    expected = gm.score(x, a, s) + 2.0 * gm.class_log_prob_grad(x, y, a, s)
+    assert torch.allclose(guided.score(x, 60), expected, atol=1e-8)
+    assert torch.allclose(null_branch.score(x, 60, y=y), gm.score(x, a, s), atol=1e-8)
+
+
 def test_mean_form_carries_s_times_the_gradient_for_the_ancestral_sampler(gm, schedule):
     """ADM Algorithm 1: the prediction is the unguided one; the shift ``s·g`` travels with it and the
     ancestral sampler moves its mean by ``Σ·s·g`` (checked step by step against guided-diffusion below)."""

@@ -295,14 +295,18 @@ class X0Transformed(DenoiserWrapper):
 
 
 class Bound(DenoiserWrapper):
-    """The inner denoiser with conditioning fixed: ``predict(x, t) = inner.predict(x, t, **cond)``."""
+    """The inner denoiser with conditioning fixed: ``predict(x, t) = inner.predict(x, t, **cond)``.
+
+    A fixed value wins over one a caller passes for the same key later: a guidance wrapped around
+    ``base.bind(y=null)`` gets the target labels for its classifier while the model keeps the null label
+    (classifier guidance of the unconditional branch of a class-conditional model)."""
 
     def __init__(self, inner: Denoiser, cond: dict[str, Any]):
         super().__init__(inner)
         self.cond = dict(cond)
 
     def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
-        return self.inner.predict(x, t, **{**self.cond, **cond})
+        return self.inner.predict(x, t, **{**cond, **self.cond})
 
     __call__ = predict
 

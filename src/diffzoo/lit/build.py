@@ -38,6 +38,7 @@ def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None):
     if extra:
         raise ConfigError(f"{extra[0]} is set but {str(cfg.model._target_).rsplit('.', 1)[-1]} takes no {extra[0]}; "
                           f"set {extra[0]}=null (it takes {', '.join(takes) or 'no parts'})")
+    _refuse_doubly_set(cfg, takes)
     parts = {}
     for group in takes:
         if group == "ema" and cfg.get("ema") is not None:  # {decay, warmup}: the module builds its EMA
@@ -49,6 +50,22 @@ def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None):
     module = instantiate(cfg.model, **parts, data_shape=data_shape, seed=cfg.get("seed", 0))
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     return module
+
+
+# The keys of cfg.model that a part group provides (configs from before the groups set them there).
+_PART_KEYS = {"ema": ("ema_decay", "ema_warmup"), "optimizer": ("optimizer",), "lr_scheduler": ("lr_scheduler",),
+              "parameterization": ("parameterization",)}
+
+
+def _refuse_doubly_set(cfg: DictConfig, takes: tuple[str, ...]) -> None:
+    """A value set both in ``cfg.model`` and in its group would silently lose one of them: refuse it."""
+    for group, keys in _PART_KEYS.items():
+        if group not in takes or cfg.get(group) is None:
+            continue
+        for key in keys:
+            if key in cfg.model:
+                new = f"ema.{key.removeprefix('ema_')}" if group == "ema" else group
+                raise ConfigError(f"model.{key} is set, but {group} is a config group of its own now: set {new}=… instead")
 
 
 def _check_net_fits_data(net, data_shape: tuple[int, ...], cfg: DictConfig) -> None:

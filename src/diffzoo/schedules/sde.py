@@ -260,7 +260,11 @@ class VPSDE(SDE):
 
     def ancestral_step(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> AncestralStep:
         """DDPM ancestral step in score form (Score SDE eq. 4):
-        ``x_{i−1} = (x_i + β_i s(x_i)) / √(1−β_i) + √β_i z``."""
+        ``x_{i−1} = (x_i + β_i s(x_i)) / √(1−β_i) + √β_i z``.
+
+        Kept as the Score SDE code writes it (the ``ancestral`` predictor): it is not the exact
+        posterior ``q(x_{i−1} | x_i, x̂₀)`` that ``samplers.ddpm`` takes from
+        :meth:`GaussianProcess.posterior`; the two agree to first order in ``β_i``."""
         i = self._index(t).to(self.discrete_betas.device)
         beta = self.discrete_betas[i]
         mean = (x + bcast(beta, x) * score) / bcast(torch.sqrt(1.0 - beta), x)
