@@ -16,12 +16,13 @@ It checks what the denoiser-core issue asks of it and prints PASS / FAIL for eac
 classifier reaches ≥ 80 % on clean test images; classifier guidance lifts the target rate from
 chance to ≥ 0.6 at some s ≤ 10; classifier-free guidance to ≥ 0.8 at some w ≤ 5.
 
-    python benchmarks/guidance_fmnist.py                  # the default run (≤ 30 CPU minutes on 2 cores)
+    python benchmarks/guidance_fmnist.py                  # the default run (about 25 minutes on 2 CPU cores)
     python benchmarks/guidance_fmnist.py --quick          # the same code path in a few minutes (weak models)
     python benchmarks/guidance_fmnist.py --diffusion-ckpt RUN/checkpoints/last.ckpt \\
         --classifier-ckpt CLS/checkpoints/last.ckpt --n 1000 --steps 100
 
-Writes ``results.json`` and ``results.md`` to ``--out``. Needs the Fashion-MNIST files
+Writes ``results.json``, ``results.md`` and ``grids/<setting>.png`` (the first 100 samples of each setting,
+one row per target class) to ``--out``. Needs the Fashion-MNIST files
 (data=fashion_mnist: the Debian package dataset-fashion-mnist or ``data.download=true``).
 """
 
@@ -40,7 +41,7 @@ CLASSIFIER_SCALES = (1.0, 3.0, 10.0)
 # Measured on 2 cores: a training step of the small U-Net at batch 32 ≈ 0.42 s, of the small classifier at
 # batch 64 ≈ 0.25 s; sampling 300 images in 25 steps ≈ 30 s unguided, ≈ 90 s with CFG (w > 0) or classifier guidance.
 DIFFUSION = {"default": ["trainer.max_steps=1600", "data.batch_size=32"], "quick": ["trainer.max_steps=200", "data.batch_size=32"]}
-CLASSIFIER = {"default": ["trainer.max_steps=1500", "data.batch_size=64"], "quick": ["trainer.max_steps=200", "data.batch_size=32"]}
+CLASSIFIER = {"default": ["trainer.max_steps=2000", "data.batch_size=64"], "quick": ["trainer.max_steps=200", "data.batch_size=32"]}
 SMALL_UNET = ["net.base_channels=32", "net.channel_mult=[1,2,2]", "net.num_res_blocks=1", "net.attention_resolutions=[7]",
               "net.num_groups=8",
               "net.dropout=0.0", "optimizer.lr=1e-3", "lr_scheduler.warmup_steps=100", "ema.decay=0.999", "ema.warmup=true"]
@@ -77,10 +78,14 @@ def clean_accuracy(classifier_module, data_cfg) -> float:
 
 
 @torch.no_grad()
-def target_rate(module, spec, clean, n: int, seed: int, guidance=None, unconditional: bool = False, batch: int = 100) -> float:
+def target_rate(module, spec, clean, n: int, seed: int, guidance=None, unconditional: bool = False, batch: int = 100,
+                grid_path: Path | None = None) -> float:
     """Share of ``n`` samples (sample i: class i mod 10, noise of (seed, i)) that ``clean`` classifies as
-    their target class. ``unconditional``: the model gets the null label (the guidance still gets y)."""
+    their target class. ``unconditional``: the model gets the null label (the guidance still gets y).
+    ``grid_path``: the first batch as a PNG, one row per target class."""
+    from diffzoo.guidance.labels import class_grid
     from diffzoo.samplers import sample_indices
+    from diffzoo.utils.images import save_image_grid
 
     base, hits = module.denoiser(), 0
     for start in range(0, n, batch):
@@ -89,6 +94,9 @@ def target_rate(module, spec, clean, n: int, seed: int, guidance=None, unconditi
         model = base.bind(y=torch.full_like(y, module.net.null_class)) if unconditional else base
         out = sample_indices(model, spec, idx, seed, module.data_shape, device=module.device, guidance=guidance, labels=y)
         hits += int((clean(out.x.clamp(-1, 1)).argmax(-1) == y).sum())
+        if grid_path is not None and start == 0:
+            cells, per_row = class_grid(out.x.clamp(-1, 1), y, 10)
+            save_image_grid(cells, grid_path, nrow=per_row)
     return hits / n
 
 
@@ -128,7 +136,8 @@ def main() -> None:
             guidance=load_classifier_guidance(str(classifier_ckpt), scale=s), unconditional=True)
     rates = {}
     for name, kwargs in settings.items():
-        rates[name] = target_rate(module, spec, clean, n, args.seed, **kwargs)
+        slug = name.split(" (")[0].replace(" ", "_").replace("=", "")
+        rates[name] = target_rate(module, spec, clean, n, args.seed, grid_path=out / "grids" / f"{slug}.png", **kwargs)
         print(f"{name:>40}: {rates[name]:.3f} of {n} samples classified as their target class", flush=True)
     best_cfg = max(rates[f"cfg w={w:g}"] for w in CFG_SCALES)
     best_cg = max(rates[f"classifier s={s:g} (unconditional base)"] for s in CLASSIFIER_SCALES)
@@ -148,7 +157,7 @@ def main() -> None:
           f"{card.test_accuracy:.3f}; {report['total_seconds'] / 60:.1f} minutes in all")
     for check, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}: {check}")
-    print(f"results: {out / 'results.json'}")
+    print(f"results: {out / 'results.json'}; sample grids: {out / 'grids'}")
 
 
 if __name__ == "__main__":
