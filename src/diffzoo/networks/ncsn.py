@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.tensors import bcast
+
 __all__ = ["NCSNMLP"]
 
 
@@ -36,7 +38,7 @@ def _check_inputs(module: nn.Module, x: torch.Tensor, y, sigma):
 
 def _divide_by_sigma(out: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     # NCSNv2 Technique 3: s_θ(x, σ) = s_θ(x) / σ
-    return out / sigma.to(out.dtype).reshape(-1, *([1] * (out.ndim - 1)))
+    return out / bcast(sigma, out)
 
 
 # ---------------------------------------------------------------------------------- 2-D MLP
