@@ -108,7 +108,7 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     _validate(cfg)
     bad = [m for m in cfg.metrics if m in LIKELIHOOD_METRICS]
     if bad:
-        raise ConfigError(f"metrics={list(cfg.metrics)}: {bad} do not depend on the sampler; the table takes sample metrics (fid, kid, is)")
+        raise ConfigError(f"metrics={list(cfg.metrics)}: {bad} do not depend on the sampler; the table takes sample metrics (fid, kid, is, precision_recall)")
     rows = table_rows(cfg.etas, bool(cfg.sigma_hat))
     module = load_module(cfg.ckpt_path).to(device_of(cfg.accelerator))
     if not hasattr(module, "denoiser"):

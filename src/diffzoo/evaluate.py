@@ -2,6 +2,7 @@
 
     diffzoo-eval ckpt_path=runs/ddpm_digits/.../checkpoints/last.ckpt n=2000 sampler.steps=100
     diffzoo-eval ckpt_path=... n=50000 metrics=[fid,is] devices=8          # → fid50k, is50k
+    diffzoo-eval ckpt_path=... n=10000 metrics=[fid,precision_recall]      # → fid10k, precision10k, recall10k (k = 3)
     diffzoo-eval ckpt_path=<score SDE run>/last.ckpt metrics=[nll_ode] nll.n=256   # → nll_ode_val256 (bits/dim)
     diffzoo-eval ckpt_path=<DDPM run>/last.ckpt metrics=[nll_vlb,fid]              # the discrete variational bound
     torchrun --nproc_per_node=8 -m diffzoo.evaluate ckpt_path=... n=50000 devices=8
@@ -59,6 +60,9 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError(f"metrics={list(cfg.metrics)}: {unknown or 'empty'}; choose from {list(METRICS)}")
     if int(cfg.n) < 2 or int(cfg.batch_size) < 1:
         raise ConfigError(f"n must be >= 2 and batch_size >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
+    k = int(cfg.precision_recall.k)
+    if k < 1 or ("precision_recall" in cfg.metrics and int(cfg.n) <= k):
+        raise ConfigError(f"precision_recall.k must be >= 1 and below n, got precision_recall.k={k}, n={cfg.n}")
 
 
 def _start_processes(cfg: DictConfig):
@@ -123,7 +127,7 @@ def _evaluate(cfg: DictConfig, fabric) -> dict[str, Any]:
         n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
         sampler=spec, extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split,
         reference_n=cfg.reference.n, kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size),
-        is_splits=int(cfg.is_splits), shard=cfg.shard, swd_projections=int(cfg.toy.swd_projections),
+        is_splits=int(cfg.is_splits), pr_k=int(cfg.precision_recall.k), shard=cfg.shard, swd_projections=int(cfg.toy.swd_projections),
         mmd_bandwidth=float(cfg.toy.mmd_bandwidth), classifier_epochs=cfg.classifier.epochs, gather_images=bool(cfg.save_samples), progress=bool(cfg.progress) and rank == 0,
         likelihood=LikelihoodSetup(**OmegaConf.to_container(cfg.nll, resolve=True)),
     )

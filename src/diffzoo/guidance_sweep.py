@@ -49,7 +49,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     from .metrics.backends import get_backend
     from .metrics.distributed import draw_samples
     from .metrics.naming import metric_name
-    from .metrics.pipeline import EvalSetup, prepare_evaluation
+    from .metrics.pipeline import EvalSetup, precision_recall_vs_reference, prepare_evaluation
     from .runtime import device_of, guidance_from_config, load_for_sampling
     from .validation import check_retired_keys
     from .utils.images import to_uint8
@@ -94,6 +94,9 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
             record[key] = backend.kid(features, inputs.reference, 100, min(1000, setup.n), setup.seed).mean
         elif m == "is":
             record[key] = backend.inception_score(logits_all, min(setup.is_splits, setup.n)).mean
+        elif m == "precision_recall":  # two numbers: precision_<space><n>, recall_<space><n>
+            values, _ = precision_recall_vs_reference(features, inputs.reference, setup.pr_k, setup.seed, module.device)
+            record.update({metric_name(m, setup.n, space, part=p): v for p, v in values.items()})
     if space != "inception":  # the data set's own classifier: its classes are the model's classes
         record["target_accuracy"] = float((logits_all.argmax(-1) == y_all).float().mean())
     out_dir = _sweep_dir(cfg, sampler, name)
@@ -115,7 +118,7 @@ def write_tradeoff(sweep_dir) -> list[dict[str, Any]]:
     rows = sorted((json.loads(p.read_text()) for p in sweep_dir.glob("scale_*.json")), key=lambda r: r["scale"])
     if not rows:
         return rows
-    metric_keys = [k for k in rows[0] if k.startswith(("fid", "is", "kid")) and isinstance(rows[0][k], (int, float))]
+    metric_keys = [k for k in rows[0] if k.startswith(("fid", "is", "kid", "precision", "recall")) and isinstance(rows[0][k], (int, float))]
     if "target_accuracy" in rows[0]:
         metric_keys.append("target_accuracy")
     write_json_atomic(sweep_dir / "tradeoff.json", {"rows": rows})

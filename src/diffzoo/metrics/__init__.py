@@ -1,4 +1,4 @@
-"""Metrics: FID / KID / IS back-ends and feature extractors, reference statistics, names that carry
+"""Metrics: FID / KID / IS back-ends, improved precision / recall and feature extractors, reference statistics, names that carry
 their setup, distributed sample drawing, and toy 2-D metrics (``docs/ARCHITECTURE.md``, "Metrics")."""
 
 from .backends import BACKENDS, get_backend
@@ -9,6 +9,7 @@ from .fid import FeatureStats, feature_statistics, frechet_distance, inception_s
 from .inception import InceptionFeatures, InceptionWeightsMissing, ensure_inception_weights
 from .naming import MetricRecord, metric_name
 from .pipeline import EvalResult, EvalSetup, run_evaluation
+from .precision_recall import knn_radii, manifold_membership, precision_recall
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
@@ -38,6 +39,9 @@ __all__ = [
     "frechet_distance",
     "kernel_inception_distance",
     "inception_score",
+    "precision_recall",
+    "knn_radii",
+    "manifold_membership",
     "InceptionWeightsMissing",
     "ensure_inception_weights",
     "MetricRecord",

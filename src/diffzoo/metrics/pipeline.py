@@ -15,11 +15,13 @@ from .data import SPLITS, instantiate_datamodule, load_split
 from .distributed import SHARD_MODES, all_reduce_max, draw_samples, gather_by_index, rank_zero_first
 from .features import EXTRACTOR_KINDS, FeatureExtractor, make_extractor
 from .likelihood_eval import LikelihoodSetup, likelihood_records
-from .naming import IMAGE_METRICS, LIKELIHOOD_METRICS, METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
+from .naming import IMAGE_METRICS, LIKELIHOOD_METRICS, METRIC_PARTS, METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
+from .precision_recall import precision_recall
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
 
-__all__ = ["EvalSetup", "EvalInputs", "EvalResult", "default_metrics", "sampler_info", "prepare_evaluation", "run_evaluation"]
+__all__ = ["EvalSetup", "EvalInputs", "EvalResult", "default_metrics", "sampler_info", "prepare_evaluation", "run_evaluation",
+           "matched_reference", "precision_recall_vs_reference"]
 
 
 @dataclass
@@ -32,7 +34,9 @@ class EvalSetup:
     metrics use the ``extractor`` (auto | inception | classifier) and compare with the first
     ``reference_n`` (all: ``None``) images of ``reference_split``; toy metrics compare with the
     held-out split; likelihood metrics (``nll_ode`` / ``nll_vlb``) score held-out images as
-    ``likelihood`` says. ``gather_images`` also collects the uint8 samples (to save or compare).
+    ``likelihood`` says. ``precision_recall`` uses ``pr_k`` nearest neighbours and as many
+    reference rows as samples (:func:`matched_reference`). ``gather_images`` also collects the
+    uint8 samples (to save or compare).
     """
 
     n: int
@@ -48,6 +52,7 @@ class EvalSetup:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     is_splits: int = 10
+    pr_k: int = 3
     shard: str = "contiguous"
     swd_projections: int = 256
     mmd_bandwidth: float = 1.0
@@ -65,6 +70,8 @@ class EvalSetup:
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not one of {list(allowed)}")
         self.metrics = check_metrics(self.metrics, METRICS, "any data") if self.metrics else None
+        if self.pr_k < 1 or (self.metrics and "precision_recall" in self.metrics and self.n <= self.pr_k):
+            raise ValueError(f"precision_recall needs pr_k >= 1 and n > pr_k, got pr_k={self.pr_k}, n={self.n}")
 
 
 @dataclass
@@ -119,7 +126,7 @@ def _cat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
 class EvalInputs:
     """What an evaluation compares against, prepared once (and reusable across evaluations):
     the data module, the resolved ``metrics``, the feature extractor and the reference statistics
-    (``None`` for toy data / when no FID or KID is asked for)."""
+    (``None`` for toy data / when no FID, KID or precision / recall is asked for)."""
 
     datamodule: Any
     metrics: tuple[str, ...]
@@ -148,7 +155,7 @@ def prepare_evaluation(data_shape, data_cfg: Mapping[str, Any], setup: EvalSetup
     if images_data and set(IMAGE_METRICS) & set(metrics):
         inputs.extractor = rank_zero_first(lambda: make_extractor(setup.extractor, data_cfg, tuple(data_shape), dm.num_classes is not None,
                                                                   cache_dir, device=device, epochs=setup.classifier_epochs))
-        if {"fid", "kid"} & set(metrics):
+        if {"fid", "kid", "precision_recall"} & set(metrics):
             inputs.reference = rank_zero_first(lambda: reference_statistics(
                 inputs.extractor, data_cfg, cache_dir, setup.reference_split, setup.reference_n, datamodule=dm))
     return inputs
@@ -200,7 +207,7 @@ def _sample_records(module, setup: EvalSetup, inputs: EvalInputs, metrics: tuple
     gathered = gather_by_index(_cat(rows, torch.float32), idx, setup.n)
     if images_data:
         all_logits = gather_by_index(_cat(logits, torch.float32), idx, setup.n) if "is" in metrics else None
-        records = _image_records(inputs, metrics, gathered, all_logits, setup, common)
+        records = _image_records(inputs, metrics, gathered, all_logits, setup, common, device=module.device)
     else:
         records = _toy_records(inputs, metrics, gathered, setup, common)
     all_images = gather_by_index(_cat(images, torch.uint8), idx, setup.n) if images_data and setup.gather_images else None
@@ -208,12 +215,39 @@ def _sample_records(module, setup: EvalSetup, inputs: EvalInputs, metrics: tuple
     return records, nfe, preview, all_images
 
 
-def _image_records(inputs: EvalInputs, metrics, features, logits, setup: EvalSetup, common) -> list[MetricRecord]:
+def matched_reference(reference: ReferenceStats, n: int, seed: int) -> torch.Tensor:
+    """``min(n, N_ref)`` reference feature rows for precision / recall: all of them when there are at
+    most ``n``, else ``n`` rows drawn without replacement by a generator seeded with ``seed``
+    (in index order). k-NN balls shrink as a set grows, so the real and generated sets are
+    compared at equal size, as in Kynkäänniemi et al. 2019 (50 000 each); a random draw, not the
+    first ``n`` rows, because a split may be ordered by class."""
+    if reference.n <= n:
+        return reference.features
+    g = torch.Generator().manual_seed(seed)
+    return reference.features[torch.randperm(reference.n, generator=g)[:n].sort().values]
+
+
+def precision_recall_vs_reference(features: torch.Tensor, reference: ReferenceStats, k: int, seed: int, device=None) -> tuple[dict[str, float], dict]:
+    """Improved precision / recall (:func:`~diffzoo.metrics.precision_recall.precision_recall`) of
+    generated ``features`` ``[n, d]`` against :func:`matched_reference` rows, computed on ``device``;
+    returns the values and what goes into the records' ``extra`` (k and the set sizes)."""
+    real = matched_reference(reference, features.shape[0], seed)
+    values = precision_recall(real, features, k=k, device=device)
+    return values, {"k": k, "reference_rows": int(real.shape[0]), "reference_seed": seed, "distance": "euclidean, float64"}
+
+
+def _image_records(inputs: EvalInputs, metrics, features, logits, setup: EvalSetup, common, device=None) -> list[MetricRecord]:
     backend = get_backend(setup.backend)
     space, ref = inputs.extractor.space, inputs.reference
     base = dict(common, feature_space=space, extractor=inputs.extractor.identity, backend=backend.name)
     records = []
     for m in metrics:
+        if m == "precision_recall":  # diffzoo's own k-NN maths whatever the backend (two records)
+            values, extra = precision_recall_vs_reference(features, ref, setup.pr_k, setup.seed, device)
+            for part in METRIC_PARTS[m]:
+                records.append(MetricRecord(name=metric_name(m, setup.n, space, part=part), value=values[part], metric=m,
+                                            reference=ref.describe(), extra={"part": part, **extra}, **dict(base, backend="diffzoo")))
+            continue
         name = metric_name(m, setup.n, space)
         if m == "fid":
             records.append(MetricRecord(name=name, value=backend.fid(features, ref), metric=m, reference=ref.describe(), **base))
