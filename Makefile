@@ -7,12 +7,13 @@ STAMP := $(VENV)/.diffzoo-installed
 ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help install train test test-full bench sample reproduce-ddpm-cifar wandb-sync clean
+.PHONY: help install train test test-full bench claims sample reproduce-ddpm-cifar wandb-sync clean
 
 help:
 	@echo "make train   - set up, then train the default model (DDPM on 8x8 digits, 5-10 min on 2 CPU cores)"
 	@echo "make test    - set up, then run the fast test suite"
 	@echo "make test-full - fast + slow tests"
+	@echo "make claims  - re-run every paper's CPU-checkable claims and write docs/claims.md (about an hour; QUICK=1: minutes, tiny budgets)"
 	@echo "make bench   - speed / memory / quality-per-NFE tables vs a bare loop and diffusers (CPU, a few minutes)"
 	@echo "make reproduce-ddpm-cifar [SMOKE=1] [DATA_DIR=...] - the DDPM CIFAR-10 paper recipe"
 	@echo "ARGS='key=value ...' passes Hydra overrides, e.g. make train ARGS='trainer.max_steps=500'"
@@ -34,6 +35,9 @@ sample: install
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
+
+claims: install
+	$(PY) -m diffzoo.claims $(if $(QUICK),--quick) $(ARGS)
 
 test-full: install
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)

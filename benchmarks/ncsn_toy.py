@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-N_SAMPLES = 1280
-MAIN_MODE_WEIGHT = 0.8
+from diffzoo.claims.papers.toys import ncsn_toy_samplers as run_samplers
+from diffzoo.toys.ncsn_mixture import MAIN_MODE_WEIGHT, N_SAMPLES, exact_scores, fraction_in_main_mode
 
 
 def compose(overrides: list[str]):
@@ -49,38 +49,6 @@ def train_ncsn_toy(run_dir: Path, steps: int | None, seed: int) -> Path:
         cfg.run_dir = str(run_dir)
     train(cfg)
     return run_dir / "checkpoints" / "last.ckpt"
-
-
-def exact_scores():
-    """The two exact scores ``score(x, σ)`` of the toy at noise level σ ≥ 1."""
-    from diffzoo.data.gaussian_mixture import GaussianMixture
-
-    gm = GaussianMixture([MAIN_MODE_WEIGHT, 1 - MAIN_MODE_WEIGHT], [[5.0, 5.0], [-5.0, -5.0]], covs=1.0)
-
-    def code_score(x, sigma):
-        # NCSN code GMMDistAnneal: components N(μ_k, σ² I); unit components under x + s z with s = √(σ² − 1).
-        s = torch.sqrt(torch.clamp(sigma.double() ** 2 - 1.0, min=0.0))
-        return gm.score(x, alpha=1.0, sigma=s).to(x.dtype)
-
-    def noisy_score(x, sigma):
-        return gm.score(x, alpha=1.0, sigma=sigma.double()).to(x.dtype)  # ∇ log (p * N(0, σ² I))
-
-    return {"exact (NCSN code's toy score)": code_score, "exact (noisy data score)": noisy_score}
-
-
-def fraction_in_main_mode(x: torch.Tensor) -> float:
-    return (x.sum(-1) > 0).double().mean().item()
-
-
-def run_samplers(score_fn, sigmas: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    from diffzoo.samplers import annealed_langevin, langevin
-
-    g = torch.Generator().manual_seed(seed)
-    x0 = torch.rand(N_SAMPLES, 2, generator=g) * 16 - 8
-    plain = langevin(score_fn, x0, n_steps=1000, step_size=0.1, sigma=float(sigmas[-1]), step_convention="paper", generator=g)
-    annealed = annealed_langevin(score_fn, sigmas, x0, n_steps_each=100, step_lr=0.1, denoise=False,
-                                 step_convention="paper", generator=g)
-    return {"start": x0, "plain Langevin": plain, "annealed Langevin": annealed}
 
 
 def save_figure(panels: dict[tuple[str, str], torch.Tensor], path: Path) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import ConfigError, user_facing_errors
 
-__all__ = ["main", "plan_overrides"]
+__all__ = ["main", "plan_overrides", "training_cost"]
 
 # Reported numbers the run is meant to reproduce (PAPERS.md §5: FID 3.17, IS 9.46, 50k samples).
 PAPER_TARGETS = {"ddpm_cifar10": "FID 3.17 / IS 9.46 (50k samples, EMA weights, 1000-step ancestral sampling)"}
@@ -62,17 +62,28 @@ def _forward_flops(cfg) -> float | None:
         return None
 
 
-def _print_plan(cfg, n_gpus: int, smoke: bool) -> None:
+def training_cost(cfg, n_gpus: int = 1) -> dict:
+    """The training budget of ``cfg``: ``steps``, ``global_batch``, ``images`` seen, and (when the
+    network can be built) ``gflop_per_image`` of one forward pass, ``eflop`` for training
+    (forward + backward ≈ 3 forwards) and ``hours_at_100_tflops`` sustained."""
     steps, batch = int(cfg.trainer.max_steps), int(cfg.data.batch_size) * max(1, n_gpus)
-    print(f"experiment : {cfg.name}")
-    print(f"target     : {PAPER_TARGETS.get(cfg.name.removesuffix('_smoke'), 'see conf/experiment')}")
-    print(f"budget     : {steps:,} steps x global batch {batch} = {steps * batch / 1e6:.1f}M images"
-          f" on {'CPU (smoke test)' if smoke else f'{n_gpus} GPU(s)'}")
+    cost = {"steps": steps, "global_batch": batch, "images": steps * batch}
     flops = _forward_flops(cfg)
     if flops:
-        total = 3 * flops * steps * batch  # forward + backward ≈ 3 forwards
-        print(f"compute    : {flops / 1e9:.2f} GFLOP per image forward -> {total / 1e18:.1f} EFLOP for training;"
-              f" at 100 TFLOP/s sustained: {total / 1e14 / 3600:.1f} h")
+        total = 3 * flops * steps * batch
+        cost.update(gflop_per_image=flops / 1e9, eflop=total / 1e18, hours_at_100_tflops=total / 1e14 / 3600)
+    return cost
+
+
+def _print_plan(cfg, n_gpus: int, smoke: bool) -> None:
+    cost = training_cost(cfg, n_gpus)
+    print(f"experiment : {cfg.name}")
+    print(f"target     : {PAPER_TARGETS.get(cfg.name.removesuffix('_smoke'), 'see conf/experiment')}")
+    print(f"budget     : {cost['steps']:,} steps x global batch {cost['global_batch']} = {cost['images'] / 1e6:.1f}M images"
+          f" on {'CPU (smoke test)' if smoke else f'{n_gpus} GPU(s)'}")
+    if "eflop" in cost:
+        print(f"compute    : {cost['gflop_per_image']:.2f} GFLOP per image forward -> {cost['eflop']:.1f} EFLOP for training;"
+              f" at 100 TFLOP/s sustained: {cost['hours_at_100_tflops']:.1f} h")
     ev = cfg.callbacks.get("evaluation")
     print("evaluation : " + (f"{ev.n} samples ({ev.extractor} features) every {ev.every_n_steps} steps and at the end"
                              if ev else "none in this run (smoke); evaluate checkpoints with diffzoo-eval")

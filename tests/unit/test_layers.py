@@ -19,6 +19,7 @@ LAYERS = [
     ["metrics", "callbacks"],
     ["validation", "runtime"],
     ["train", "sample", "evaluate", "edit", "ddim_table", "guidance_sweep", "reproduce", "sweep"],
+    ["claims"],
 ]
 ENTRY_MODULES = {"diffzoo.metrics.train_classifier", "diffzoo.metrics.inception"}  # `python -m` tools inside a package
 MAX_LINES = 450

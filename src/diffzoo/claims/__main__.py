@@ -1,0 +1,7 @@
+"""``python -m diffzoo.claims``: see :mod:`diffzoo.claims.runner`."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())
