@@ -273,6 +273,18 @@ def test_condition_dropout_rate_is_seeded_per_step():
     assert torch.equal(_tiny_module()._cond({"y": y})["y"], y)  # p = 0: labels untouched
 
 
+def test_a_scalar_bound_label_serves_any_batch_size():
+    """``bind(y=c)`` with one label (an int or a 0-d tensor) is ``bind(y=full([B], c))`` for every batch
+    size B — the network itself needs one label per sample."""
+    module = _tiny_module(cond_drop_prob=0.1)
+    base, null = module.denoiser(), module.net.null_class
+    for n in (1, 5):
+        x = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(n))
+        expected = base.bind(y=torch.full((n,), null, dtype=torch.long)).predict(x, 20).eps
+        for label in (null, torch.tensor(null)):
+            assert torch.equal(base.bind(y=label).predict(x, 20).eps, expected)
+
+
 def test_condition_dropout_errors_name_the_keys():
     with pytest.raises(ValueError, match="cond_drop_prob"):
         _tiny_module(cond_drop_prob=1.0)

@@ -294,6 +294,14 @@ class X0Transformed(DenoiserWrapper):
         return X0Transformed(self, transform)
 
 
+def _per_sample(value, batch: int, device):
+    """A scalar condition (an int label, a 0-d tensor) as one value per sample ``[batch]``, so that
+    ``bind(y=3)`` serves any batch size; any other value as it is."""
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)) or (torch.is_tensor(value) and value.ndim == 0):
+        return torch.as_tensor(value, device=device).expand(batch)
+    return value
+
+
 class Bound(DenoiserWrapper):
     """The inner denoiser with conditioning fixed: ``predict(x, t) = inner.predict(x, t, **cond)``.
 
@@ -306,7 +314,8 @@ class Bound(DenoiserWrapper):
         self.cond = dict(cond)
 
     def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
-        return self.inner.predict(x, t, **{**cond, **self.cond})
+        fixed = {k: _per_sample(v, x.shape[0], x.device) for k, v in self.cond.items()}
+        return self.inner.predict(x, t, **{**cond, **fixed})
 
     __call__ = predict
 
