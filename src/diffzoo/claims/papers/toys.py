@@ -21,7 +21,8 @@ SD15_PAPER_K = 2.35  # SD15 Table 1, swiss roll, K in bits
        criteria=[Within("K_bits", SD15_PAPER_K, 0.15), Less("K_bits", "data_loglik_bits")])
 def sd15_swissroll_bound(ctx) -> Result:
     steps = ctx.budget(20000, 300)
-    run = ctx.trained("dpm2015_swissroll", steps)
+    with ctx.threads(1):  # a 2-D MLP: one thread is fastest
+        run = ctx.trained("dpm2015_swissroll", steps)
     m = run.metrics
     values = {"K_bits": Measured(m["bound_bits"], m.get("bound_bits_stderr", 0.0)),
               "data_loglik_bits": Measured(m["data_loglik_bits"])}
@@ -75,7 +76,8 @@ def sgld_mixture_posterior(ctx) -> Result:
     from ...toys.sgld_mixture import MixturePosterior, histogram_tv_distance
 
     steps = ctx.budget(10000, 500)
-    run = ctx.trained("sgld_mixture", steps)
+    with ctx.threads(1):
+        run = ctx.trained("sgld_mixture", steps)
     module = run.load()
     data = instantiate(module.run_config["data"])
     data.setup("fit")
@@ -120,12 +122,13 @@ def ncsn_annealed_langevin(ctx) -> Result:
     from ...toys.ncsn_mixture import fraction_in_main_mode
 
     steps, seeds, n = ctx.budget(2000, 100), ctx.budget(5, 1), ctx.budget(1280, 256)
-    run = ctx.trained("ncsn_toy", steps)
+    with ctx.threads(1):
+        run = ctx.trained("ncsn_toy", steps)
     module = run.load()
     score = module.score_fn(use_ema=True)
     fractions = {"plain Langevin": [], "annealed Langevin": []}
     panels = {}
-    with torch.no_grad():
+    with torch.no_grad(), ctx.threads(1):
         for seed in range(seeds):
             out = ncsn_toy_samplers(score, module.schedule.sigmas.clone(), ctx.seed + seed, n=n)
             for key in fractions:
