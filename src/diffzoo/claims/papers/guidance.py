@@ -75,7 +75,7 @@ def adm_classifier_guidance(ctx) -> Result:
     base = _ddpm_digits(ctx)
     classifier = ctx.trained("adm_classifier_digits", ctx.budget(*DIGITS_STEPS))
     module = base.load()
-    n = ctx.budget(SAMPLES, 40)
+    n = ctx.budget(SAMPLES, 24)
     values, previews = _measure_scales(ctx, module, lambda s: load_classifier_guidance(str(classifier.ckpt), scale=s),
                                        CLASSIFIER_SCALES, "s", n)
     plot = _tradeoff_plot(values, CLASSIFIER_SCALES, "s", "s", ctx.figure("adm_guidance"),
@@ -99,7 +99,7 @@ def cfg_tradeoff(ctx) -> Result:
 
     run = ctx.trained("cfg_digits", ctx.budget(*DIGITS_STEPS))
     module = run.load()
-    n = ctx.budget(SAMPLES, 40)
+    n = ctx.budget(SAMPLES, 24)
     values, previews = _measure_scales(ctx, module, lambda w: ClassifierFreeGuidance(scale=w), CFG_WEIGHTS, "w", n)
     small = [w for w in CFG_WEIGHTS if w <= 1.0]
     best = min(small, key=lambda w: values[f"fid_w{_tag(w)}"].value)

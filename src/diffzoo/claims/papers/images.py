@@ -15,7 +15,7 @@ from ..criteria import Greater, Less, Measured, Within
 from ..measure import draw
 from ..registry import Result, claim
 
-DIGITS_STEPS = (2000, 60)  # training steps of every digits model (full, quick): experiment ddpm_digits' own
+DIGITS_STEPS = (2000, 30)  # training steps of every digits model (full, quick): experiment ddpm_digits' own
 SAMPLES = 500  # samples per measured setting in a full run (FID's bootstrap s.e. shows what that buys)
 
 
@@ -102,7 +102,7 @@ def ddpm_digits_quality_and_bound(ctx) -> Result:
     run = _ddpm_digits(ctx)
     module = run.load()
     quality = ctx.quality(module)
-    n, steps = ctx.budget(SAMPLES, 64), ctx.budget(1000, 20)
+    n, steps = ctx.budget(SAMPLES, 32), ctx.budget(1000, 20)
     samples, _, nfe = draw(module, n, ctx.seed, sampler=SamplerSpec("ddpm", steps))
     baseline, nll_gaussian = _gaussian_baseline(module, n, ctx.seed)
     data = instantiate(module.run_config["data"])
@@ -140,7 +140,7 @@ def ddim_eta_ordering(ctx) -> Result:
     run = _ddpm_digits(ctx)
     module = run.load()
     quality = ctx.quality(module)
-    n = ctx.budget(SAMPLES, 40)
+    n = ctx.budget(SAMPLES, 24)
     steps = (10, 20, 50)
     values, previews = {}, {}
     for key, eta, sigma_hat in DDIM_ROWS:
@@ -217,7 +217,7 @@ def ddim_reconstruction(ctx) -> Result:
 def iddpm_learned_variance(ctx) -> Result:
     from ...samplers import SamplerSpec
 
-    steps, n, nll_n = 50, ctx.budget(SAMPLES, 64), ctx.budget(256, 8)
+    steps, n, nll_n = 50, ctx.budget(SAMPLES, 32), ctx.budget(256, 8)
     ddpm_run, iddpm_run = _ddpm_digits(ctx), ctx.trained("iddpm_digits", ctx.budget(*DIGITS_STEPS))
     values, previews = {}, {}
     for run, variance in ((ddpm_run, "fixedlarge"), (ddpm_run, "fixedsmall"), (iddpm_run, "learned_range")):
@@ -257,7 +257,7 @@ def score_sde_pc_sampling(ctx) -> Result:
 
     run = ctx.trained("sde_ve_digits", ctx.budget(*DIGITS_STEPS))
     module = run.load()
-    nfe, n = ctx.budget(200, 20), ctx.budget(SAMPLES, 64)
+    nfe, n = ctx.budget(200, 10), ctx.budget(SAMPLES, 32)
     pc, _, nfe_pc = draw(module, n, ctx.seed, sampler=SamplerSpec("pc", nfe, predictor="reverse_diffusion", corrector="langevin",
                                                                      snr=0.16, n_corrector=1))
     p, _, nfe_p = draw(module, n, ctx.seed, sampler=SamplerSpec("pc", nfe, predictor="reverse_diffusion", corrector="none"))

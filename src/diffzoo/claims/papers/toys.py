@@ -20,7 +20,7 @@ SD15_PAPER_K = 2.35  # SD15 Table 1, swiss roll, K in bits
                  "no bound can exceed the data's own log-likelihood.",
        criteria=[Within("K_bits", SD15_PAPER_K, 0.15), Less("K_bits", "data_loglik_bits")])
 def sd15_swissroll_bound(ctx) -> Result:
-    steps = ctx.budget(20000, 300)
+    steps = ctx.budget(20000, 100)
     with ctx.threads(1):  # a 2-D MLP: one thread is fastest
         run = ctx.trained("dpm2015_swissroll", steps)
     m = run.metrics
@@ -75,7 +75,7 @@ def sgld_mixture_posterior(ctx) -> Result:
 
     from ...toys.sgld_mixture import MixturePosterior, histogram_tv_distance
 
-    steps = ctx.budget(10000, 500)
+    steps = ctx.budget(10000, 200)
     with ctx.threads(1):
         run = ctx.trained("sgld_mixture", steps)
     module = run.load()
@@ -121,7 +121,7 @@ def ncsn_toy_samplers(score_fn: Callable, sigmas: torch.Tensor, seed: int, n: in
 def ncsn_annealed_langevin(ctx) -> Result:
     from ...toys.ncsn_mixture import fraction_in_main_mode
 
-    steps, seeds, n = ctx.budget(2000, 100), ctx.budget(5, 1), ctx.budget(1280, 256)
+    steps, seeds, n = ctx.budget(2000, 50), ctx.budget(5, 1), ctx.budget(1280, 128)
     with ctx.threads(1):
         run = ctx.trained("ncsn_toy", steps)
     module = run.load()
