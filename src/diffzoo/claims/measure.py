@@ -95,7 +95,12 @@ class SampleQuality:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None, k: int = 3) -> QualityReport:
         """Quality of ``images`` ``[n, C, H, W]`` in ``[−1, 1]`` (``labels`` ``[n]``: their target classes)."""
-        from ..metrics import extract_features, feature_statistics, frechet_distance, inception_score
+        from ..metrics import (
+            extract_features,
+            feature_statistics,
+            frechet_distance,
+            inception_score,
+        )
         from ..metrics.precision_recall import precision_recall
         from ..utils.images import to_uint8
 

@@ -5,9 +5,10 @@ precision and recall are measured in the digits classifier's features (:mod:`dif
 from __future__ import annotations
 
 from ..criteria import Greater, Less, Measured
+from ..figures import figure, image_rows
 from ..measure import draw
 from ..registry import Result, claim
-from .images import DIGITS_STEPS, SAMPLES, _ddpm_digits, _grid
+from .images import DIGITS_STEPS, SAMPLES, _ddpm_digits
 
 GUIDED_STEPS = 100  # respaced ancestral steps of every guided draw (the guidance sweep's default)
 CLASSIFIER_SCALES = (0.0, 1.0, 3.0, 10.0)
@@ -19,32 +20,23 @@ def _tag(x: float) -> str:
 
 
 def _tradeoff_plot(values: dict[str, Measured], scales, prefix: str, label: str, path, title: str):
-    """FID against IS and precision / recall against the scale, one point per scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    fid = [values[f"fid_{prefix}{_tag(s)}"].value for s in scales]
-    is_ = [values[f"is_{prefix}{_tag(s)}"].value for s in scales]
-    a.plot(is_, fid, marker="o")
-    for s, x, y in zip(scales, is_, fid):
-        a.annotate(f"{label} = {_tag(s)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    a.set_xlabel("IS (digits classifier)")
-    a.set_ylabel("FID (digits features)")
-    a.grid(alpha=0.3)
-    for name in ("precision", "recall", "target_accuracy"):
-        ys = [values[f"{name}_{prefix}{_tag(s)}"] for s in scales]
-        b.errorbar(list(scales), [y.value for y in ys], yerr=[2 * y.se for y in ys], marker="o", capsize=3, label=name)
-    b.set_xlabel(label)
-    b.set_ylim(0, 1.02)
-    b.grid(alpha=0.3)
-    b.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    """FID against IS and precision / recall / target accuracy against the scale, one point per scale."""
+    with figure(path, 1, 2, figsize=(9, 3.6), title=title) as (_, (a, b)):
+        fid = [values[f"fid_{prefix}{_tag(s)}"].value for s in scales]
+        is_ = [values[f"is_{prefix}{_tag(s)}"].value for s in scales]
+        a.plot(is_, fid, marker="o")
+        for s, x, y in zip(scales, is_, fid):
+            a.annotate(f"{label} = {_tag(s)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        a.set_xlabel("IS (digits classifier)")
+        a.set_ylabel("FID (digits features)")
+        a.grid(alpha=0.3)
+        for name in ("precision", "recall", "target_accuracy"):
+            ys = [values[f"{name}_{prefix}{_tag(s)}"] for s in scales]
+            b.errorbar(list(scales), [y.value for y in ys], yerr=[2 * y.se for y in ys], marker="o", capsize=3, label=name)
+        b.set_xlabel(label)
+        b.set_ylim(0, 1.02)
+        b.grid(alpha=0.3)
+        b.legend(fontsize=8)
     return path
 
 
@@ -80,7 +72,7 @@ def adm_classifier_guidance(ctx) -> Result:
                                        CLASSIFIER_SCALES, "s", n)
     plot = _tradeoff_plot(values, CLASSIFIER_SCALES, "s", "s", ctx.figure("adm_guidance"),
                           "Classifier guidance of the unconditional digits DDPM")
-    grid = _grid(previews, ctx.figure("adm_guidance_samples"), "classifier guidance: samples by scale (sorted by target class)", 20)
+    grid = image_rows(previews, ctx.figure("adm_guidance_samples"), "classifier guidance: samples by scale (sorted by target class)", 20)
     return Result(values, f"experiment=ddpm_digits ({base.steps} steps) guided by adm_classifier_digits ({classifier.steps} steps); "
                           f"{n} samples per scale, {GUIDED_STEPS} respaced ancestral steps, ε-form guidance", [plot, grid],
                   note="target accuracy, precision and recall: binomial s.e.; precision/recall with k = 3 "
@@ -105,7 +97,7 @@ def cfg_tradeoff(ctx) -> Result:
     best = min(small, key=lambda w: values[f"fid_w{_tag(w)}"].value)
     values["fid_best_small_w"] = values[f"fid_w{_tag(best)}"]
     plot = _tradeoff_plot(values, CFG_WEIGHTS, "w", "w", ctx.figure("cfg_tradeoff"), "Classifier-free guidance on digits")
-    grid = _grid(previews, ctx.figure("cfg_samples"), "classifier-free guidance: samples by weight (sorted by target class)", 20)
+    grid = image_rows(previews, ctx.figure("cfg_samples"), "classifier-free guidance: samples by weight (sorted by target class)", 20)
     return Result(values, f"experiment=cfg_digits, {run.steps} steps (label dropped 20 %); {n} samples per weight, "
                           f"{GUIDED_STEPS} respaced ancestral steps", [plot, grid],
                   note=f"fid_best_small_w is the lowest FID over w ≤ 1 (here w = {_tag(best)}).")

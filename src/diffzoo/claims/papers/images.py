@@ -12,6 +12,7 @@ import math
 import torch
 
 from ..criteria import Greater, Less, Measured, Within
+from ..figures import figure, image_rows
 from ..measure import draw
 from ..registry import Result, claim
 
@@ -21,28 +22,6 @@ SAMPLES = 500  # samples per measured setting in a full run (FID's bootstrap s.e
 
 def _ddpm_digits(ctx):
     return ctx.trained("ddpm_digits", ctx.budget(*DIGITS_STEPS))
-
-
-def _grid(images: dict[str, torch.Tensor], path, title: str, per_row: int = 16):
-    """One row of ``per_row`` images per entry of ``images`` (label on the left), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(images), 1, figsize=(per_row * 0.5 + 1.5, 0.75 * len(images) + 0.6), dpi=100, squeeze=False)
-    for ax, (name, x) in zip(axes[:, 0], images.items()):
-        x = x[:per_row].clamp(-1, 1).cpu()
-        row = torch.cat([torch.nn.functional.pad(img[0], (1, 1, 1, 1), value=-1) for img in x], dim=1)
-        ax.imshow(row.numpy(), cmap="gray", vmin=-1, vmax=1)
-        ax.set_yticks([])
-        ax.set_xticks([])
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def _gaussian_baseline(module, n: int, seed: int):
@@ -116,7 +95,7 @@ def ddpm_digits_quality_and_bound(ctx) -> Result:
         "nll_vlb_ddpm": ctx.likelihood(run, "nll_vlb", f"nll.n={nll_n}", *([] if not ctx.quick else ["nll.steps=20"])),
         "nll_gaussian": nll_gaussian,
     }
-    figure = _grid({"DDPM (1000 steps)" if not ctx.quick else f"DDPM ({steps} steps)": samples, "Gaussian fit": baseline,
+    figure = image_rows({"DDPM (1000 steps)" if not ctx.quick else f"DDPM ({steps} steps)": samples, "Gaussian fit": baseline,
                     "held-out data": held_out}, ctx.figure("ddpm_digits"), "DDPM on 8×8 digits: samples against a fitted Gaussian")
     return Result(values, f"experiment=ddpm_digits, {run.steps} steps; {n} samples with {nfe} ancestral steps; "
                           f"bound over all T steps on {nll_n} held-out digits (8-bit)", [figure],
@@ -151,7 +130,7 @@ def ddim_eta_ordering(ctx) -> Result:
             if s == 10:
                 previews[f"{key}, S = 10"] = samples
     figure = _plot_rows(values, steps, ctx.figure("ddim_eta"), "DDIM on digits: FID against steps S")
-    grid = _grid(previews, ctx.figure("ddim_eta_samples"), "DDIM at S = 10 (same noise per column)")
+    grid = image_rows(previews, ctx.figure("ddim_eta_samples"), "DDIM at S = 10 (same noise per column)")
     return Result(values, f"experiment=ddpm_digits, {run.steps} steps; {n} samples per cell, uniform sub-sequence, "
                           "every cell from the same noise", [figure, grid],
                   note="s.e.: bootstrap over the samples of each cell (the cells share their noise, so differences are "
@@ -159,25 +138,16 @@ def ddim_eta_ordering(ctx) -> Result:
 
 
 def _plot_rows(values: dict[str, Measured], steps, path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    for key, _, sigma_hat in DDIM_ROWS:
-        ys = [values[f"fid_{key}_S{s}"] for s in steps]
-        ax.errorbar(steps, [y.value for y in ys], yerr=[2 * y.se for y in ys], marker="o", capsize=3,
-                    linestyle="--" if sigma_hat else "-", label="σ̂" if sigma_hat else f"η = {key[3:]}")
-    ax.set_xscale("log")
-    ax.set_xlabel("steps S")
-    ax.set_ylabel("FID (digits features), ± 2 s.e.")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(path, figsize=(5, 3.5), title=title) as (_, ax):
+        for key, _, sigma_hat in DDIM_ROWS:
+            ys = [values[f"fid_{key}_S{s}"] for s in steps]
+            ax.errorbar(steps, [y.value for y in ys], yerr=[2 * y.se for y in ys], marker="o", capsize=3,
+                        linestyle="--" if sigma_hat else "-", label="σ̂" if sigma_hat else f"η = {key[3:]}")
+        ax.set_xscale("log")
+        ax.set_xlabel("steps S")
+        ax.set_ylabel("FID (digits features), ± 2 s.e.")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     return path
 
 
@@ -227,7 +197,7 @@ def iddpm_learned_variance(ctx) -> Result:
         samples, _, _ = draw(module, n, ctx.seed, sampler=SamplerSpec("ddpm", steps, variance=variance, clip_x0=True))
         values[f"fid_{key}"] = ctx.quality(module)(samples).fid
         previews[f"{run.experiment}, {variance}"] = samples
-    figure = _grid(previews, ctx.figure("iddpm_50_steps"), "50 respaced ancestral steps: fixed Σ (DDPM) vs learned Σ (iDDPM)")
+    figure = image_rows(previews, ctx.figure("iddpm_50_steps"), "50 respaced ancestral steps: fixed Σ (DDPM) vs learned Σ (iDDPM)")
     return Result(values, f"experiment=ddpm_digits vs iddpm_digits, {ddpm_run.steps} steps each (same net, optimiser, batch); "
                           f"bound on {nll_n} held-out digits and {n} samples at {steps} respaced steps", [figure],
                   note="x̂₀ clipped in the bound's reverse mean, as improved-diffusion's image_nll.py.")
@@ -263,7 +233,7 @@ def score_sde_pc_sampling(ctx) -> Result:
     p, _, nfe_p = draw(module, n, ctx.seed, sampler=SamplerSpec("pc", nfe, predictor="reverse_diffusion", corrector="none"))
     quality = ctx.quality(module)
     values = {"fid_pc": quality(pc).fid, "fid_p": quality(p).fid, "nfe_pc": Measured(nfe_pc), "nfe_p": Measured(nfe_p)}
-    figure = _grid({f"PC (NFE {nfe_pc})": pc, f"P only (NFE {nfe_p})": p}, ctx.figure("score_sde_pc"),
+    figure = image_rows({f"PC (NFE {nfe_pc})": pc, f"P only (NFE {nfe_p})": p}, ctx.figure("score_sde_pc"),
                    "VE SDE on digits: predictor–corrector vs predictor only at equal NFE")
     return Result(values, f"experiment=sde_ve_digits, {run.steps} steps; {n} samples per sampler, NFE {nfe_pc} vs {nfe_p}, "
                           "snr 0.16 (the paper's CIFAR-10 VE setting)", [figure])

@@ -6,9 +6,10 @@ from typing import Callable
 
 import torch
 
-from ..criteria import Less, Measured, Within
-from ..measure import binomial
 from ...toys.ncsn_mixture import N_SAMPLES
+from ..criteria import Less, Measured, Within
+from ..figures import scatter_panels
+from ..measure import binomial
 from ..registry import Result, claim
 
 # ------------------------------------------------------------------------------------------ SD15
@@ -27,7 +28,7 @@ def sd15_swissroll_bound(ctx) -> Result:
     values = {"K_bits": Measured(m["bound_bits"], m.get("bound_bits_stderr", 0.0)),
               "data_loglik_bits": Measured(m["data_loglik_bits"])}
     module = run.load()
-    figure = _scatter({"data": _swissroll_data(module), "samples": module.sample(2000, generator=torch.Generator().manual_seed(ctx.seed))},
+    figure = scatter_panels({"data": _swissroll_data(module), "samples": module.sample(2000, generator=torch.Generator().manual_seed(ctx.seed))},
                       ctx.figure("sd15_swissroll"), f"SD15 swiss roll: K = {values['K_bits']} bits (paper 2.35)")
     return Result(values, f"experiment=dpm2015_swissroll, {steps} steps, bound on {int(m.get('bound_eval_n', 0)) or 'held-out'} points",
                   [figure], note="The roll's noise is not given in the paper (0.02 in scikit-learn units here); the data "
@@ -41,28 +42,6 @@ def _swissroll_data(module) -> torch.Tensor:
     data = instantiate(module.run_config["data"])
     data.setup("fit")
     return data.train_dataset_tensor()[:2000]
-
-
-def _scatter(sets: dict[str, torch.Tensor], path, title: str, lim: float | None = None):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.6), dpi=90, squeeze=False)
-    for ax, (name, x) in zip(axes[0], sets.items()):
-        x = x.detach().float().cpu().numpy()
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
-        ax.set_title(name, fontsize=9)
-        ax.set_aspect("equal")
-        if lim is not None:
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ SGLD
@@ -137,7 +116,7 @@ def ncsn_annealed_langevin(ctx) -> Result:
                 panels = out
     values = {"plain_fraction": binomial(sum(fractions["plain Langevin"]) / seeds, n * seeds),
               "annealed_fraction": binomial(sum(fractions["annealed Langevin"]) / seeds, n * seeds)}
-    figure = _scatter(panels, ctx.figure("ncsn_toy"), "NCSN toy, trained score: fraction in the (5, 5) mode "
+    figure = scatter_panels(panels, ctx.figure("ncsn_toy"), "NCSN toy, trained score: fraction in the (5, 5) mode "
                       f"plain {values['plain_fraction']}, annealed {values['annealed_fraction']} (true 0.8)", lim=10)
     return Result(values, f"experiment=ncsn_toy, {steps} steps; {n} samples from U[−8, 8]² × {seeds} seed(s), EMA score",
                   [figure], note="s.e.: binomial over all samples of all seeds.")
@@ -179,7 +158,13 @@ def ncsnv2_step_size_rule(ctx) -> Result:
 def ncsnv2_rules_from_data(ctx) -> Result:
     from ...config import compose_config
     from ...data import DigitsDataModule
-    from ...schedules.sigmas import ncsnv2_gamma_rule_value, ncsnv2_num_levels, ncsnv2_optimal_eps, ncsnv2_sigma_max, ncsnv2_solve_gamma
+    from ...schedules.sigmas import (
+        ncsnv2_gamma_rule_value,
+        ncsnv2_num_levels,
+        ncsnv2_optimal_eps,
+        ncsnv2_sigma_max,
+        ncsnv2_solve_gamma,
+    )
 
     cfg = compose_config("train", ["experiment=ncsnv2_digits"])
     data = DigitsDataModule()
