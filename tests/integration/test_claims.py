@@ -2,6 +2,7 @@
 experiments with tiny budgets, the report is written, and a second run reuses the trained runs."""
 
 import json
+from pathlib import Path
 
 from diffzoo.claims import CLAIMS, run_claims
 from diffzoo.claims.runner import main
@@ -19,7 +20,7 @@ def test_quick_report_runs_every_claim(tmp_path, capsys):
         for key in row["shown"]:
             assert key in row["values"], (name, key)
         for figure in row["figures"]:
-            assert (out / "claims").exists() and figure.endswith(".png"), figure
+            assert figure.endswith(".png") and Path(figure).is_file() and Path(figure).parent == out / "claims", figure
     text = (out / "claims.md").read_text()
     assert "## Summary" in text and "## Not re-runnable on a CPU" in text
     for name in CLAIMS:
