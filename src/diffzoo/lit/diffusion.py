@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..denoisers import Denoiser
+from ..errors import ConfigError
 from ..optim.ema import EMA
 from ..schedules.discrete import DiscreteSchedule
 from .base import GenerativeModule
@@ -19,9 +20,13 @@ class DiffusionModule(GenerativeModule):
     """A discrete-time diffusion model (DDPM family) as a LightningModule.
 
     Args:
-        net: ``net(x_t, t, y=None) → ε`` (plain ``nn.Module``; see ``diffzoo.networks``).
+        net: ``net(x_t, t, y=None) → ε`` (or ``x_0`` / ``v``: the objective's ``prediction``; plain
+            ``nn.Module``; see ``diffzoo.networks``).
         schedule: the forward process (:class:`DiscreteSchedule`).
-        objective: ``objective(net, schedule, x0, **cond) → ObjectiveOutput``.
+        objective: ``objective(net, schedule, x0, **cond) → ObjectiveOutput``. Its ``prediction``
+            (``eps``, ``x0`` or ``v``; :class:`~diffzoo.objectives.SimpleLoss`) is what the network
+            predicts, read here by :meth:`denoiser`; an objective without one (L_hybrid, L_vlb, and
+            every checkpoint written before the option existed) trains ε.
         sampler: a :class:`~diffzoo.samplers.SamplerSpec` (or the ``_partial_`` sampler config of a
             checkpoint written before it existed).
         optimizer: ``optimizer(params) → torch.optim.Optimizer`` (``_partial_``).
@@ -64,6 +69,9 @@ class DiffusionModule(GenerativeModule):
         self.seed = seed
         self.conditional = conditional
         self.cond_drop_prob = float(cond_drop_prob)
+        self.prediction = getattr(objective, "prediction", "eps")  # the one source: the objective's target
+        if self.prediction not in ("eps", "x0", "v"):
+            raise ConfigError(f"objective.prediction must be one of ['eps', 'x0', 'v']; got {self.prediction!r}")
         if not 0.0 <= self.cond_drop_prob < 1.0:
             raise ValueError(f"model.cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
         if self.cond_drop_prob > 0 and (not conditional or getattr(net, "null_class", None) is None):
@@ -92,9 +100,9 @@ class DiffusionModule(GenerativeModule):
 
     # ------------------------------------------------------------------ sampling
     def denoiser(self, use_ema: bool = True) -> Denoiser:
-        """The network (EMA weights by default) as an ε-predicting :class:`~diffzoo.denoisers.Denoiser`
-        on its schedule: at process time t (a real-valued step index) the network sees the index of
-        the training schedule (:meth:`DiscreteSchedule.model_time`). A class-conditional model takes
+        """The network (EMA weights by default) as a :class:`~diffzoo.denoisers.Denoiser` predicting
+        :attr:`prediction` (ε, x₀ or v: the objective's target) on its schedule: at process time t (a
+        real-valued step index) the network sees the index of the training schedule (:meth:`DiscreteSchedule.model_time`). A class-conditional model takes
         ``y``; one trained with label dropout has the null class as its ``null_cond`` (CFG)."""
         net = self.ema.shadow if (use_ema and self.ema is not None) else self.net
 
@@ -102,4 +110,4 @@ class DiffusionModule(GenerativeModule):
             return net(x, tau, **cond)
 
         null = {"y": net.null_class} if self.conditional and self.cond_drop_prob > 0 else None
-        return Denoiser(net_fn, self.schedule, "eps", cond_keys=("y",) if self.conditional else (), null_cond=null)
+        return Denoiser(net_fn, self.schedule, self.prediction, cond_keys=("y",) if self.conditional else (), null_cond=null)

@@ -4,12 +4,17 @@ from .base import ObjectiveOutput, uniform_timesteps
 from .hybrid import HybridLoss, HybridTerms, VLBLoss
 from .resample import LossSecondMomentSampler, TimestepDraw, TimestepSampler, UniformSampler
 from .simple import SimpleLoss
+from .weighting import TARGETS, WEIGHTINGS, min_snr_weight, training_target
 from .vlb import discretized_gaussian_log_likelihood, mean_flat, normal_kl, prior_bpd, vlb_term_bpd
 
 __all__ = [
     "ObjectiveOutput",
     "uniform_timesteps",
     "SimpleLoss",
+    "TARGETS",
+    "WEIGHTINGS",
+    "min_snr_weight",
+    "training_target",
     "HybridLoss",
     "VLBLoss",
     "HybridTerms",
