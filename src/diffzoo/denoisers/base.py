@@ -30,9 +30,13 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 
+from ..schedules.flow import x0_eps_from_flow
+
 __all__ = ["PREDICTIONS", "Prediction", "Denoiser", "NetFn", "DenoiserWrapper", "X0Transformed", "Bound"]
 
-PREDICTIONS = ("eps", "x0", "v", "score")
+# "flow": the velocity u = α'(t) x₀ + σ'(t) ε of rectified flow / flow matching (u = ε − x₀ on the
+# rectified-flow process; Liu et al. 2022, eq. 1), read through schedules.flow.x0_eps_from_flow.
+PREDICTIONS = ("eps", "x0", "v", "score", "flow")
 NetFn = Callable[..., torch.Tensor]
 
 
@@ -158,6 +162,9 @@ class Denoiser:
             return Prediction(native, p.eps_from_x0(x, t, native), t, p, extra)
         if self.prediction == "v":
             x0, eps = p.from_v(x, t, native)
+            return Prediction(x0, eps, t, p, extra)
+        if self.prediction == "flow":
+            x0, eps = x0_eps_from_flow(p, x, t, native)
             return Prediction(x0, eps, t, p, extra)
         return Prediction(p.x0_from_score(x, t, native), p.eps_from_score(x, t, native), t, p, extra, native_score=native)
 

@@ -5,9 +5,10 @@ from .base import DiffzooModule, GenerativeModule
 from .build import build_module, load_module
 from .classifier import NoisyClassifierModule
 from .diffusion import DiffusionModule
+from .flow import FlowModule
 from .guidance_loading import check_guidance_fits, load_classifier_guidance
 from .score import ScoreModule
 from .sde_classifier import SDEClassifierModule
 
-__all__ = ["DiffzooModule", "GenerativeModule", "DiffusionModule", "ScoreModule", "NoisyClassifierModule",
+__all__ = ["DiffzooModule", "GenerativeModule", "DiffusionModule", "ScoreModule", "FlowModule", "NoisyClassifierModule",
            "SDEClassifierModule", "build_module", "load_module", "load_classifier_guidance", "check_guidance_fits"]

@@ -1,6 +1,7 @@
 """Training objectives. Each owns its noise-level distribution and weighting."""
 
 from .base import ObjectiveOutput, uniform_timesteps
+from .flow_matching import TIME_SAMPLINGS, FlowMatchingLoss
 from .hybrid import HybridLoss, HybridTerms, VLBLoss
 from .resample import LossSecondMomentSampler, TimestepDraw, TimestepSampler, UniformSampler
 from .simple import SimpleLoss
@@ -27,4 +28,6 @@ __all__ = [
     "mean_flat",
     "vlb_term_bpd",
     "prior_bpd",
+    "FlowMatchingLoss",
+    "TIME_SAMPLINGS",
 ]

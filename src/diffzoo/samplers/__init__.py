@@ -18,6 +18,7 @@ grid it walks and what it spends. The earlier call forms (``ddim(eps_fn, schedul
 from .ddim import DDIM_SKIPS, ddim
 from .ddim_inversion import ddim_decode, ddim_encode, slerp
 from .ddpm import VARIANCES, ddpm
+from .flow import flow_euler, flow_heun, flow_rk45
 from .inpaint import colorize, inpaint
 from .langevin import STEP_CONVENTIONS, annealed_langevin, langevin, langevin_update
 from .loop import SampleBatch, sample_indices
@@ -30,5 +31,5 @@ __all__ = [
     "ddpm", "VARIANCES", "ddim", "DDIM_SKIPS", "ddim_encode", "ddim_decode", "slerp", "annealed_langevin", "langevin",
     "langevin_update", "STEP_CONVENTIONS", "pc", "PREDICTORS", "CORRECTORS", "register_predictor", "register_corrector",
     "probability_flow_ode", "ODE_METHODS", "inpaint", "colorize", "SamplerSpec", "SAMPLERS", "SamplingPlan",
-    "sample_indices", "SampleBatch",
+    "sample_indices", "SampleBatch", "flow_euler", "flow_heun", "flow_rk45",
 ]

@@ -19,6 +19,7 @@ import torch
 from ..errors import ConfigError
 from .ddim import ddim
 from .ddpm import ddpm
+from .flow import flow_euler, flow_heun, flow_rk45
 from .langevin import annealed_langevin
 from .ode import probability_flow_ode
 from .pc import pc
@@ -34,6 +35,8 @@ SAMPLERS: dict[str, Callable] = {
     "ode": probability_flow_ode,
     "annealed_langevin": annealed_langevin,
 }
+# rectified flow / flow matching: ODE solvers of dx/dt = u in the process's own time (samplers/flow.py)
+SAMPLERS.update({"flow_euler": flow_euler, "flow_heun": flow_heun, "flow_rk45": flow_rk45})
 # the arguments every core takes that are not options of a config
 _CALL_ARGS = {"denoiser", "x_T", "steps", "generator", "callback", "progress", "project"}
 
@@ -137,8 +140,8 @@ class SamplerSpec:
 
     @property
     def adaptive(self) -> bool:
-        """True for a solver that chooses its own steps (the probability-flow ODE)."""
-        return self.name == "ode"
+        """True for a solver that chooses its own steps (the probability-flow ODE, ``flow_rk45``)."""
+        return self.name == "ode" or bool(getattr(self.fn, "adaptive", False))
 
     @property
     def takes_mean_shift(self) -> bool:

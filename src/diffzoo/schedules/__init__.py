@@ -7,6 +7,7 @@ from .betas import (
     scaled_linear_betas,
     sqrt_linear_betas,
 )
+from .flow import RectifiedFlow, alpha_sigma_derivatives, flow_from, x0_eps_from_flow
 from .discrete import DiscreteSchedule, PosteriorMoments, extract, spaced_timesteps
 from .sde import SDE, VESDE, VPSDE, AncestralStep, Discretization, Marginal, ReverseSDE, SDECoefficients, SubVPSDE
 from .sigmas import geometric_sigmas
@@ -31,4 +32,8 @@ __all__ = [
     "Discretization",
     "AncestralStep",
     "geometric_sigmas",
+    "RectifiedFlow",
+    "alpha_sigma_derivatives",
+    "flow_from",
+    "x0_eps_from_flow",
 ]
