@@ -29,7 +29,8 @@ def fake_data_dir(tmp_path_factory) -> Path:
 _SMALL_UNET = ["net.base_channels=32", "net.num_res_blocks=1"]
 SHRINK = {  # the paper-size nets at a CPU-test width (the slow full-batch test runs them as configured)
     **{e: _SMALL_UNET for e in ("ddpm_cifar10", "iddpm_cifar10", "cfg_cifar10", "sde_vp_cifar10", "sde_ve_cifar10",
-                                "sde_subvp_cifar10", "sde_vp_cifar10_ddpmpp", "sde_subvp_cifar10_ddpmpp", "sde_ve_cifar10_ncsnpp")},
+                                "sde_subvp_cifar10", "sde_vp_cifar10_ddpmpp", "sde_subvp_cifar10_ddpmpp", "sde_ve_cifar10_ncsnpp",
+                                "edm_cifar10")},
     **{e: ["net.ngf=32"] for e in ("ncsn_cifar10", "ncsnv2_cifar10", "ncsnv2_fashion_mnist")},
     "adm_imagenet64": ["net.base_channels=32", "net.num_res_blocks=1", "net.num_head_channels=32"],
     "adm_imagenet128": ["net.base_channels=32", "net.num_res_blocks=1", "net.num_head_channels=32"],

@@ -1,6 +1,7 @@
 """Training objectives. Each owns its noise-level distribution and weighting."""
 
 from .base import ObjectiveOutput, uniform_timesteps
+from .edm import EDMLoss
 from .flow_matching import TIME_SAMPLINGS, FlowMatchingLoss
 from .hybrid import HybridLoss, HybridTerms, VLBLoss
 from .resample import LossSecondMomentSampler, TimestepDraw, TimestepSampler, UniformSampler
@@ -12,6 +13,7 @@ __all__ = [
     "ObjectiveOutput",
     "uniform_timesteps",
     "SimpleLoss",
+    "EDMLoss",
     "TARGETS",
     "WEIGHTINGS",
     "min_snr_weight",

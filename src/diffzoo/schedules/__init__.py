@@ -9,6 +9,7 @@ from .betas import (
 )
 from .flow import RectifiedFlow, alpha_sigma_derivatives, flow_from, x0_eps_from_flow
 from .discrete import DiscreteSchedule, PosteriorMoments, extract, spaced_timesteps
+from .edm import EDMProcess, karras_sigmas
 from .sde import SDE, VESDE, VPSDE, AncestralStep, Discretization, Marginal, ReverseSDE, SDECoefficients, SubVPSDE
 from .sigmas import geometric_sigmas
 
@@ -36,4 +37,6 @@ __all__ = [
     "alpha_sigma_derivatives",
     "flow_from",
     "x0_eps_from_flow",
+    "EDMProcess",
+    "karras_sigmas",
 ]
