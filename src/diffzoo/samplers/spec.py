@@ -19,11 +19,15 @@ import torch
 from ..errors import ConfigError
 from .ddim import ddim
 from .ddpm import ddpm
+from .dpm_solver import dpm_solver, dpmpp_2s
+from .dpm_solver_pp import dpmpp_2m, dpmpp_2m_sde, dpmpp_3m
+from .edm import edm_euler, edm_heun
 from .flow import flow_euler, flow_heun, flow_rk45
 from .langevin import annealed_langevin
 from .ode import probability_flow_ode
 from .pc import pc
 from .plan import SamplingPlan
+from .unipc import unipc
 
 __all__ = ["SamplerSpec", "SAMPLERS"]
 
@@ -34,6 +38,15 @@ SAMPLERS: dict[str, Callable] = {
     "pc": pc,
     "ode": probability_flow_ode,
     "annealed_langevin": annealed_langevin,
+    # few-step solvers (issue 19): EDM, DPM-Solver, DPM-Solver++, UniPC
+    "edm_euler": edm_euler,
+    "edm_heun": edm_heun,
+    "dpm_solver": dpm_solver,
+    "dpmpp_2s": dpmpp_2s,
+    "dpmpp_2m": dpmpp_2m,
+    "dpmpp_3m": dpmpp_3m,
+    "dpmpp_2m_sde": dpmpp_2m_sde,
+    "unipc": unipc,
 }
 # rectified flow / flow matching: ODE solvers of dx/dt = u in the process's own time (samplers/flow.py)
 SAMPLERS.update({"flow_euler": flow_euler, "flow_heun": flow_heun, "flow_rk45": flow_rk45})
