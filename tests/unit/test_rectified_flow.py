@@ -178,10 +178,19 @@ def test_flow_samplers_run_a_score_model_on_its_own_process():
     assert float((flow_rk45(model, x, rtol=1e-7, atol=1e-7) - exact).abs().max()) < 1e-4
 
 
-def test_a_flow_model_runs_under_ddim_and_rk45():
+def test_a_flow_model_runs_under_ddim_ddpm_and_rk45():
+    """DDIM (η = 0) reads the flow through x̂₀ / ε̂ and is a first-order solver of the same ODE: its error
+    against the exact map halves as the steps double. Ancestral sampling draws N(μ, s²I)."""
     x = x1(32)
     exact = MU + S * x
-    assert float((ddim(flow_model(exact_u), x, 400) - exact).abs().max()) < 2e-2
+    e = [float((ddim(flow_model(exact_u), x, k) - exact).abs().max()) for k in (50, 100, 200)]
+    assert all(1.8 < a / b < 2.2 for a, b in zip(e, e[1:])), e
+    n = 4000
+    y = SamplerSpec("ddpm", 200, clip_x0=False, spacing="uniform")(flow_model(exact_u), x1(n, seed=5),
+                                                                   generator=torch.Generator().manual_seed(0))
+    # 4 Monte-Carlo standard errors (s/√n for the mean, s/√(2n) for the std) plus 1 % for 200 steps
+    assert float((y.mean(0) - MU).abs().max()) < 4 * S / math.sqrt(n) + 0.01
+    assert float((y.std(0) - S).abs().max()) < 4 * S / math.sqrt(2 * n) + 0.01 * S
     nfe = {}
     out = flow_rk45(flow_model(exact_u), x, rtol=1e-8, atol=1e-8, callback=lambda i: nfe.update(n=i["nfe"]))
     assert float((out - exact).abs().max()) < 1e-5 and nfe["n"] > 10

@@ -17,6 +17,10 @@ and a VP, VE or DDPM model runs under these solvers.
   2022 sample 1-rectified flow with RK45, as Score SDE §4.3 does the probability-flow ODE).
 
 ``steps`` is the NFE budget (Euler: K steps; Heun: K // 2 steps; RK45: adaptive, leave it unset).
+
+The first evaluation is at ``t_max``: on rectified flow α(1) = 0, where a flow model is regular but
+an ε- or score-predicting model's x̂₀ = (x − σ ε̂)/α is not — such a model trained on that process is
+singular there (none is: :class:`~diffzoo.lit.flow.FlowModule` predicts the velocity).
 """
 
 from __future__ import annotations
