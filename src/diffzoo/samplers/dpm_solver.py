@@ -32,7 +32,7 @@ from ..utils.progress import track
 from ..utils.random import GeneratorLike
 from .grids import solver_grid
 from .plan import Counter, SamplingPlan
-from .solver_api import Level, budget_of, check_denoiser, level, solver_function, time_of_lambda
+from .solver_api import Level, budget_of, check_denoiser, levels_of, memo, solver_function, time_of_lambda
 
 __all__ = ["dpm_solver", "dpmpp_2s", "singlestep_orders", "DPM_SOLVER_ORDERS"]
 
@@ -55,10 +55,16 @@ def singlestep_orders(evaluations: int, order: int, fast: bool = True) -> list[i
 
 
 def _schedule(process, steps, order, fast, grid, rho):
-    """``(orders, macro grid)`` for the budget (module docstring)."""
+    """``(orders, macro levels, intermediate levels of each step)`` for the budget (module docstring), cached."""
     n = budget_of(process, steps)
-    orders = singlestep_orders(n - 1, order, fast)
-    return orders, solver_grid(process, len(orders) + 1, grid, rho)
+
+    def compute():
+        orders = singlestep_orders(n - 1, order, fast)
+        macro = levels_of(process, solver_grid(process, len(orders) + 1, grid, rho))
+        inner = tuple(levels_of(process, _inner_times(process, macro[i], macro[i + 1], k)) for i, k in enumerate(orders))
+        return orders, macro, inner
+
+    return memo(process, ("singlestep", n, order, bool(fast), grid, float(rho)), compute)
 
 
 def _inner_times(process, s: Level, t: Level, k: int) -> list[float]:
@@ -68,10 +74,8 @@ def _inner_times(process, s: Level, t: Level, k: int) -> list[float]:
 
 
 def _plan(process, steps=None, order=3, fast=True, grid="logsnr", rho=7.0, **_) -> SamplingPlan:
-    orders, macro = _schedule(process, steps, order, fast, grid, rho)
-    times = list(macro)
-    for i, k in enumerate(orders):
-        times += _inner_times(process, level(process, macro[i]), level(process, macro[i + 1]), k)
+    orders, macro, inner = _schedule(process, steps, order, fast, grid, rho)
+    times = [lv.t for lv in macro] + [lv.t for levels in inner for lv in levels]
     return SamplingPlan(sorted(times), sum(orders) + 1)
 
 
@@ -84,21 +88,22 @@ def _eps_step(x: torch.Tensor, eps: torch.Tensor, s: Level, t: Level) -> torch.T
     return _ratio(t, s) * x - t.sigma * math.expm1(t.lam - s.lam) * eps
 
 
-def _dpm_solver_step(eps_at, x: torch.Tensor, eps_s: torch.Tensor, s: Level, t: Level, k: int, process) -> torch.Tensor:
-    """One DPM-Solver-k step from s to t (k = 1, 2, 3); ``eps_at(x, t)`` evaluates the model."""
+def _dpm_solver_step(eps_at, x: torch.Tensor, eps_s: torch.Tensor, s: Level, t: Level, inner) -> torch.Tensor:
+    """One DPM-Solver-k step from s to t over the intermediate levels ``inner`` (k − 1 of them, at
+    ``λ_s + r h``); ``eps_at(x, t)`` evaluates the model."""
     h = t.lam - s.lam
+    k = len(inner) + 1
     if k == 1:
         return _eps_step(x, eps_s, s, t)
     if k == 2:  # Algorithm 1 (DPM-Solver-2), r₁ = ½
         r1 = _RATIOS[2][0]
-        s1 = level(process, time_of_lambda(process, s.lam + r1 * h))
+        s1 = inner[0]
         u = _eps_step(x, eps_s, s, s1)
         eps_1 = eps_at(u, s1.t)
         return _eps_step(x, eps_s, s, t) - (t.sigma / (2 * r1)) * math.expm1(h) * (eps_1 - eps_s)
     # Algorithm 2 (DPM-Solver-3), r₁ = ⅓, r₂ = ⅔
     r1, r2 = _RATIOS[3]
-    s1 = level(process, time_of_lambda(process, s.lam + r1 * h))
-    s2 = level(process, time_of_lambda(process, s.lam + r2 * h))
+    s1, s2 = inner
     u1 = _eps_step(x, eps_s, s, s1)
     d1 = eps_at(u1, s1.t) - eps_s
     phi_2 = math.expm1(r2 * h) / (r2 * h) - 1  # (e^{r₂h} − 1)/(r₂h) − 1
@@ -112,12 +117,13 @@ def _x0_step(x: torch.Tensor, x0: torch.Tensor, s: Level, t: Level) -> torch.Ten
     return (t.sigma / s.sigma) * x - t.alpha * math.expm1(-(t.lam - s.lam)) * x0
 
 
-def _dpmpp_2s_step(x0_at, x: torch.Tensor, x0_s: torch.Tensor, s: Level, t: Level, k: int, process) -> torch.Tensor:
-    """One DPM-Solver++(2S) step (Lu et al. 2022b, Algorithm 1, r = ½), or first order for k = 1."""
-    if k == 1:
+def _dpmpp_2s_step(x0_at, x: torch.Tensor, x0_s: torch.Tensor, s: Level, t: Level, inner) -> torch.Tensor:
+    """One DPM-Solver++(2S) step (Lu et al. 2022b, Algorithm 1, r = ½, ``inner`` = the midpoint level), or
+    first order when ``inner`` is empty."""
+    if not inner:
         return _x0_step(x, x0_s, s, t)
     r = 0.5
-    mid = level(process, time_of_lambda(process, s.lam + r * (t.lam - s.lam)))
+    mid = inner[0]
     u = _x0_step(x, x0_s, s, mid)
     d = (1 - 1 / (2 * r)) * x0_s + (1 / (2 * r)) * x0_at(u, mid.t)  # D_i = (1 − 1/2r) x̂₀(x, s) + 1/2r x̂₀(u, mid)
     return _x0_step(x, d, s, t)
@@ -128,8 +134,7 @@ def _singlestep(denoiser: Denoiser, x_T: torch.Tensor, steps, *, data_prediction
                 grid: str, rho: float, callback, progress: bool, name: str) -> torch.Tensor:
     check_denoiser(denoiser, name)
     process = denoiser.process
-    orders, macro = _schedule(process, steps, order, fast, grid, rho)
-    levels = [level(process, t) for t in macro]
+    orders, levels, inner = _schedule(process, steps, order, fast, grid, rho)
     count = Counter(callback)
 
     def view(x, t):  # one evaluation, in the solver's own prediction
@@ -141,9 +146,9 @@ def _singlestep(denoiser: Denoiser, x_T: torch.Tensor, steps, *, data_prediction
         s, t, k = levels[i], levels[i + 1], orders[i]
         p = denoiser.predict(x, s.t)
         if data_prediction:
-            x = _dpmpp_2s_step(view, x, p.x0, s, t, k, process)
+            x = _dpmpp_2s_step(view, x, p.x0, s, t, inner[i])
         else:
-            x = _dpm_solver_step(view, x, p.eps, s, t, k, process)
+            x = _dpm_solver_step(view, x, p.eps, s, t, inner[i])
         count({"i": i, "t": s.t, "x": x, "x0": p.x0}, k)
     p = denoiser.predict(x, levels[-1].t)  # the final step to clean data: x̂₀ (as DDIM's last step)
     count({"i": len(orders), "t": levels[-1].t, "x": p.x0, "x0": p.x0})

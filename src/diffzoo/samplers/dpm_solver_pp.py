@@ -36,7 +36,7 @@ from ..utils.progress import track
 from ..utils.random import GeneratorLike, randn_like
 from .grids import solver_grid
 from .plan import Counter, SamplingPlan
-from .solver_api import Level, budget_of, check_denoiser, level, solver_function
+from .solver_api import Level, budget_of, check_denoiser, levels_of, solver_function
 
 __all__ = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde"]
 
@@ -90,7 +90,7 @@ def _multistep(denoiser: Denoiser, x_T: torch.Tensor, steps, *, order: int, sde:
                generator, callback, progress: bool, name: str) -> torch.Tensor:
     check_denoiser(denoiser, name)
     process = denoiser.process
-    levels = [level(process, t) for t in _grid(process, steps, grid, rho)]
+    levels = levels_of(process, _grid(process, steps, grid, rho))
     count = Counter(callback)
     hist: list = []
     x = x_T

@@ -29,9 +29,9 @@ import torch
 from ..denoisers import Denoiser
 from ..utils.progress import track
 from ..utils.random import GeneratorLike, randn_like
-from .grids import sigma_tilde, solver_grid
+from .grids import solver_grid
 from .plan import Counter, SamplingPlan
-from .solver_api import budget_of, check_denoiser, solver_function, time_of_lambda
+from .solver_api import budget_of, check_denoiser, levels_of, solver_function, time_of_lambda
 
 __all__ = ["edm_euler", "edm_heun"]
 
@@ -65,36 +65,37 @@ def _edm(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None, *, heun: bool
     _check_churn(s_churn, s_tmin, s_tmax, s_noise)
     process = denoiser.process
     times = _levels(process, steps, heun, grid, rho)
-    sig = [sigma_tilde(process, t) for t in times] + [0.0]
+    sig = [lv.sigma / lv.alpha for lv in levels_of(process, times)] + [0.0]  # σ̃ = σ/α (EDM App. C)
     top = sig[0]
     N = len(times)
     count = Counter(callback)
 
-    def D(x_tilde: torch.Tensor, t: float) -> torch.Tensor:  # D(x̃; σ̃) = x̂₀(α x̃, t) (EDM App. C scaling)
-        a, _ = process.alpha_sigma(t)
-        return denoiser.predict(a * x_tilde, t).x0
+    def predict(x_tilde: torch.Tensor, t: float, a: float):  # D(x̃; σ̃) = x̂₀(α x̃, t) (EDM App. C scaling)
+        return denoiser.predict(a * x_tilde, t)
 
-    a0, _ = process.alpha_sigma(times[0])
-    x = x_T / a0  # x̃_0 = x_T / α(t_0)
+    alphas = [lv.alpha for lv in levels_of(process, times)] + [1.0]
+    x = x_T / alphas[0]  # x̃_0 = x_T / α(t_0)
     for i in track(range(N), total=N, description="EDM Heun" if heun else "EDM Euler", enabled=progress):
         t, s_cur, s_next = times[i], sig[i], sig[i + 1]
         # Algorithm 2, lines 4–6: γ_i, σ̂ = σ_i + γ_i σ_i, x̂ = x + √(σ̂² − σ_i²) ε, ε ~ N(0, S_noise² I)
         gamma = min(s_churn / N, math.sqrt(2) - 1) if s_tmin <= s_cur <= s_tmax else 0.0
         s_hat = min(s_cur * (1 + gamma), top)
+        a = alphas[i]
         if s_hat > s_cur:
             t = time_of_lambda(process, -math.log(s_hat))
+            a = process.alpha_sigma(t)[0]
             x = x + math.sqrt(s_hat**2 - s_cur**2) * s_noise * randn_like(x, generator)
-        d0 = D(x, t)
-        d = (x - d0) / s_hat  # line 7: d_i = (x̂ − D(x̂; σ̂))/σ̂
+        p = predict(x, t, a)
+        d0 = p.x0
+        d = p.eps  # line 7: d_i = (x̂ − D(x̂; σ̂))/σ̂, which is ε̂ since x̃ = x̂₀ + σ̃ ε̂
         x_next = x + (s_next - s_hat) * d  # line 8: Euler step
         evaluations = 1
         if heun and s_next > 0:  # lines 9–11: second-order correction unless σ_{i+1} = 0
-            d_next = (x_next - D(x_next, times[i + 1])) / s_next
+            d_next = predict(x_next, times[i + 1], alphas[i + 1]).eps  # line 10: (x_{i+1} − D)/σ_{i+1} = ε̂
             x_next = x + (s_next - s_hat) * (0.5 * d + 0.5 * d_next)
             evaluations = 2
         x = x_next
-        a_next = process.alpha_sigma(times[i + 1])[0] if i + 1 < N else 1.0
-        count({"i": i, "t": t, "x": a_next * x, "x0": d0}, evaluations)
+        count({"i": i, "t": t, "x": alphas[i + 1] * x if callback is not None else x, "x0": d0}, evaluations)
     return x
 
 

@@ -34,6 +34,7 @@ import torch
 
 from ..schedules import DiscreteSchedule
 from ..schedules.ladder import SigmaLadder
+from .solver_api import memo
 
 __all__ = ["GRIDS", "solver_grid", "sigma_tilde", "karras_sigmas", "optimized_sigmas", "grid_objective",
            "CALIBRATION_SCALES"]
@@ -157,6 +158,14 @@ def _ladder_grid(process, steps: int, grid: str) -> list[float]:
 
 
 def solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) -> list[float]:
+    """``steps`` decreasing process times ``t_max = t_0 > … > t_{K−1}`` at which a solver evaluates the
+    model (module docstring; :func:`_solver_grid`), cached per process and arguments."""
+    if grid not in GRIDS:
+        raise ValueError(f"sampler.grid must be one of {list(GRIDS)}; got {grid!r}")
+    return list(memo(process, ("grid", steps, grid, float(rho)), lambda: tuple(_solver_grid(process, steps, grid, rho))))
+
+
+def _solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) -> list[float]:
     """``steps`` decreasing process times ``t_max = t_0 > … > t_{K−1}`` at which a solver evaluates the
     model (module docstring); the solver's last step goes from ``t_{K−1}`` to clean data.
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, NamedTuple
+import weakref
+from typing import Any, Callable, NamedTuple
 
 import torch
 
 from ..denoisers import Denoiser
 
-__all__ = ["Level", "level", "time_of_lambda", "check_denoiser", "fractional_eps_denoiser", "solver_function", "budget_of"]
+__all__ = ["Level", "level", "levels_of", "memo", "time_of_lambda", "check_denoiser", "fractional_eps_denoiser", "solver_function", "budget_of"]
 
 
 class Level(NamedTuple):
@@ -35,6 +36,28 @@ def level(process, t: float) -> Level:
     """The :class:`Level` of process time ``t``."""
     a, s = process.alpha_sigma(float(t))
     return Level(float(t), a, s, math.log(a) - math.log(s))
+
+
+_MEMO: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def memo(process, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``(process, key)``: a solver's grid and levels depend only on the process and
+    its options, and finding them (root finding, the optimised grid) costs more than a step. Cached values
+    must not be mutated; the entry goes with the process."""
+    try:
+        table = _MEMO.setdefault(process, {})
+    except TypeError:  # not weak-referenceable: no cache
+        return compute()
+    if key not in table:
+        table[key] = compute()
+    return table[key]
+
+
+def levels_of(process, times) -> tuple[Level, ...]:
+    """The :class:`Level` of each time of ``times`` (cached per process and times)."""
+    times = tuple(float(t) for t in times)
+    return memo(process, ("levels", times), lambda: tuple(level(process, t) for t in times))
 
 
 def time_of_lambda(process, lam: float) -> float:

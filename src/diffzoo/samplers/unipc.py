@@ -31,7 +31,7 @@ from ..utils.progress import track
 from ..utils.random import GeneratorLike
 from .grids import solver_grid
 from .plan import Counter, SamplingPlan
-from .solver_api import Level, budget_of, check_denoiser, level, solver_function
+from .solver_api import Level, budget_of, check_denoiser, levels_of, solver_function
 
 __all__ = ["unipc", "UNIPC_VARIANTS", "unipc_coefficients"]
 
@@ -97,7 +97,7 @@ def _unipc(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, *, o
         raise ValueError(f"sampler.variant must be one of {list(UNIPC_VARIANTS)}; got {variant!r}")
     check_denoiser(denoiser, "unipc")
     process = denoiser.process
-    levels = [level(process, t) for t in solver_grid(process, budget_of(process, steps), grid, rho)]
+    levels = levels_of(process, solver_grid(process, budget_of(process, steps), grid, rho))
     count = Counter(callback)
     x = x_T
     x0 = denoiser.predict(x, levels[0].t).x0
