@@ -197,3 +197,18 @@ def test_invalid_target_and_weighting_name_the_key():
         SimpleLoss(weighting="p2")
     with pytest.raises(ConfigError, match=r"objective\.snr_gamma"):
         SimpleLoss(weighting="min_snr", snr_gamma=0)
+
+
+@pytest.mark.parametrize("name", ["ddpm_digits", "iddpm_digits"])
+def test_legacy_checkpoints_load_as_eps_prediction(name):
+    """Checkpoints written before the option (their stored objective config has no ``prediction``)
+    build as ε-prediction; their samples are checked bit for bit in tests/integration/test_denoiser_core.py."""
+    from pathlib import Path
+
+    from diffzoo.checkpoints import load_checkpoint
+    from diffzoo.lit.build import load_module
+
+    ckpt = Path(__file__).resolve().parents[1] / "fixtures" / "legacy" / f"{name}.ckpt"
+    assert "prediction" not in load_checkpoint(ckpt)["diffzoo"]["config"]["objective"]
+    module = load_module(ckpt)
+    assert module.prediction == "eps" and module.denoiser().prediction == "eps"
