@@ -88,3 +88,13 @@ def test_pairs_data_module_feeds_the_coupled_noise(tmp_path):
     module.log = lambda *a, **k: None
     assert float(module.training_step(batch, 0)) < 1e-10
     assert float(module.training_step({"x": batch["x"]}, 0)) > 1e-3  # fresh noise: not the coupling
+
+
+def test_reflow_digits_reaches_stage_two(tmp_path):
+    """The experiment's second stage on images: pairs [n, 1, 8, 8] drawn, then trained on (a tiny budget)."""
+    ckpt = train_tiny("reflow_digits", tmp_path / "run", "model.reflow_at=1", "model.reflow_pairs=4",
+                      "model.reflow_sampler.rtol=0.1", "model.reflow_sampler.atol=0.1", "trainer.max_steps=2",
+                      "data.batch_size=4")
+    module = load_module(ckpt)
+    assert module.reflowing and module.reflow_x0.shape == (4, 1, 8, 8)
+    assert torch.isfinite(module.reflow_x0).all() and module.reflow_x0.abs().sum() > 0
