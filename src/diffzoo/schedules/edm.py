@@ -40,9 +40,10 @@ class EDMProcess(SDE):
         rho: the exponent of the default time grid (eq. 5; ρ = 7).
         N: the default number of grid times (EDM CIFAR-10: 18 Heun steps, 35 NFE).
 
-    :meth:`time_grid` with ``spacing="uniform"`` is EDM's grid, uniform in ``σ^{1/ρ}`` (eq. 5) — this
-    process's natural spacing, as a σ ladder's "uniform" is uniform in log σ; ``"even"`` is evenly
-    spaced in σ and ``"quad"`` quadratic in σ (:meth:`GaussianProcess.time_grid`).
+    :meth:`time_grid` with ``spacing="uniform"`` or ``"even"`` is EDM's grid, evenly spaced in ``σ^{1/ρ}``
+    (eq. 5) — this process's natural coordinate, as a σ ladder's "uniform" is even in log σ — so
+    DDIM (``skip``) and ancestral sampling (``spacing``) walk it by default; ``"quad"`` is quadratic in
+    σ (:meth:`GaussianProcess.time_grid`).
     """
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, N: int = 18):
@@ -95,9 +96,9 @@ class EDMProcess(SDE):
 
     # ------------------------------------------------------------------ grids
     def time_grid(self, steps: int, spacing: str = "uniform", t_end: float | None = None) -> list[float]:
-        """``steps`` increasing σ from ``t_end`` (default σ_min) to σ_max: ``"uniform"`` is EDM eq. 5
-        (:func:`karras_sigmas`, ρ = :attr:`rho`); other spacings as every process."""
-        if spacing != "uniform":
+        """``steps`` increasing σ from ``t_end`` (default σ_min) to σ_max: ``"uniform"`` / ``"even"`` are EDM
+        eq. 5 (:func:`karras_sigmas`, ρ = :attr:`rho`); other spacings as every process."""
+        if spacing not in ("uniform", "even"):
             return super().time_grid(steps, spacing, t_end)
         check_grid(steps, spacing)
         lo = float(self.sampling_eps if t_end is None else t_end)
