@@ -94,7 +94,7 @@ def test_autograd_derivatives_match_closed_forms():
     assert torch.allclose(da, da_exact, rtol=1e-12)
     assert torch.allclose(ds, -alpha * da_exact / sigma, rtol=1e-12)  # σ = √(1 − α²)
     # the rectified-flow process by autograd too (a view without its own d_alpha_sigma)
-    view = type("View", (), {"alpha": RF.alpha, "sigma": RF.sigma})()
+    view = type("View", (), {"alpha": RF.alpha, "sigma": RF.sigma, "t_min": 0.0, "t_max": 1.0})()
     assert alpha_sigma_derivatives(view, 0.3) == (-1.0, 1.0)
 
 
@@ -239,3 +239,24 @@ def test_logit_normal_times():
     assert abs(float(logit.mean()) - 0.5) < 4 * 0.8 / 200 and abs(float(logit.std()) - 0.8) < 0.02
     with pytest.raises(ConfigError, match="objective.time_sampling"):
         FlowMatchingLoss("beta")
+
+
+def test_ddpm_models_run_in_the_time_of_their_vp_sde_and_others_are_refused():
+    """A DDPM table has no derivative at its integer steps (autograd of the table: 0): the guard refuses it,
+    and the flow samplers walk the VP SDE the linear table discretises — where flow_rk45 solves the same
+    ODE as the probability-flow sampler (f − ½g²∇log p = α' x̂₀ + σ' ε̂ for the VP SDE, Score SDE eq. 13)."""
+    from diffzoo.samplers import probability_flow_ode
+    from diffzoo.schedules import DiscreteSchedule, cosine_betas, linear_betas
+
+    table = DiscreteSchedule(linear_betas(1000))
+    with pytest.raises(ValueError, match="not differentiable at t=10.0"):
+        alpha_sigma_derivatives(table, 10.0)
+    assert alpha_sigma_derivatives(table, 10.5)[0] < 0  # between steps: the interpolation's slope
+    model = mixture_denoiser(gaussian(), table, conditional=False)
+    x = x1(16)
+    ours = flow_rk45(model, x, rtol=1e-8, atol=1e-8)
+    theirs = probability_flow_ode(model, x, rtol=1e-8, atol=1e-8, eps=VPSDE().sampling_eps)
+    assert float((ours - theirs).abs().max()) < 1e-4
+    assert SamplerSpec("flow_euler", 10).plan(table).grid[-1] == 1.0  # SDE time
+    with pytest.raises(ValueError, match="alpha'"):
+        SamplerSpec("flow_euler", 10).plan(DiscreteSchedule(cosine_betas(1000)))

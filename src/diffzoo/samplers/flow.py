@@ -7,7 +7,10 @@ in diffzoo's reversed time). The velocity is read through the denoiser contract:
 and for any other model the probability-flow ODE of its process in that process's time (for x_t =
 α x₀ + σ ε, E[dx_t/dt | x_t] = α' E[x₀|x_t] + σ' E[ε|x_t], Liu et al. 2022, eq. 2 / Lipman et al.
 2023, eq. 8). So a flow model runs under DDIM or ancestral sampling (through its x̂₀ / ε̂ views)
-and a VP, VE or DDPM model runs under these solvers.
+and a VP, VE or EDM model runs under these solvers. A process whose α, σ are not differentiable
+on its own grid (a DDPM table at its integer steps) is walked in the time of its continuous view
+(a linear β table: the VP SDE it discretises, Score SDE App. B, as the ``ode`` sampler does); one
+without either is refused with the reason.
 
 * :func:`flow_euler` — ``x ← x + (t_{i+1} − t_i)·u(x, t_i)`` (Liu et al. 2022, §2.1: the Euler
   method with uniform steps); one evaluation per step, first order.
@@ -30,21 +33,40 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..denoisers import Denoiser, eps_denoiser
-from ..schedules.flow import flow_from
+from ..denoisers import Denoiser, as_sde_denoiser, eps_denoiser
+from ..schedules.flow import alpha_sigma_derivatives, flow_from
 from ..schedules.process import SPACINGS
 from ..utils.progress import track
 from ..utils.random import GeneratorLike
 from .ode import solve_flow
 from .plan import Counter, SamplingPlan
 
-__all__ = ["flow_euler", "flow_heun", "flow_rk45", "velocity", "flow_boundaries"]
+__all__ = ["flow_euler", "flow_heun", "flow_rk45", "velocity", "flow_boundaries", "flow_process"]
 
 
 def velocity(denoiser: Denoiser, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
     """One evaluation: ``(u, x̂₀)`` ``[B, …]`` with ``u = α'(t) x̂₀ + σ'(t) ε̂`` (module docstring)."""
     p = denoiser.predict(x, t)
     return flow_from(p.process, p.x0, p.eps, t), p.x0
+
+
+def flow_process(process):
+    """The process whose time the solvers walk: ``process`` itself when it gives α', σ' (at ``t_max``),
+    else its continuous-time view (:meth:`~diffzoo.schedules.process.GaussianProcess.continuous_view`);
+    ``ValueError`` with both reasons when it has neither."""
+    try:
+        alpha_sigma_derivatives(process, float(process.t_max))
+        return process
+    except ValueError as err:
+        try:
+            return process.continuous_view()[0]
+        except ValueError as no_view:
+            raise ValueError(f"the flow samplers need alpha'(t), sigma'(t): {err}; {no_view}") from None
+
+
+def _flow_denoiser(denoiser: Denoiser) -> Denoiser:
+    """``denoiser`` on :func:`flow_process` of its process (retimed onto the continuous view if needed)."""
+    return denoiser if flow_process(denoiser.process) is denoiser.process else as_sde_denoiser(denoiser)
 
 
 def flow_boundaries(process, intervals: int, spacing: str = "uniform") -> list[float]:
@@ -81,6 +103,7 @@ def _as_denoiser(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 
 # ---------------------------------------------------------------------- Euler
 def _euler_plan(process, steps: int | None = None, spacing: str = "uniform", **_) -> SamplingPlan:
+    process = flow_process(process)
     k = _budget(process, steps, "flow_euler")
     return SamplingPlan(flow_boundaries(process, k, spacing)[1:], k)
 
@@ -101,6 +124,7 @@ def _flow_euler(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None,
     Returns: ``x`` ``[B, …]`` at ``sampling_eps``.
     """
     _refuse_mean_shift(denoiser)
+    denoiser = _flow_denoiser(denoiser)
     process = denoiser.process
     k = _budget(process, steps, "flow_euler")
     ts = flow_boundaries(process, k, spacing)
@@ -126,6 +150,7 @@ flow_euler.core = _flow_euler
 
 # ---------------------------------------------------------------------- Heun
 def _heun_plan(process, steps: int | None = None, spacing: str = "uniform", **_) -> SamplingPlan:
+    process = flow_process(process)
     budget = _budget(process, steps, "flow_heun")
     if budget < 2:
         raise ValueError(f"sampler=flow_heun spends 2 evaluations per step: sampler.steps={budget} must be at least 2")
@@ -143,6 +168,7 @@ def _flow_heun(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, 
     Returns: ``x`` ``[B, …]`` at ``sampling_eps``.
     """
     _refuse_mean_shift(denoiser)
+    denoiser = _flow_denoiser(denoiser)
     process = denoiser.process
     n = _heun_plan(process, steps, spacing).nfe // 2
     ts = flow_boundaries(process, n, spacing)
@@ -170,6 +196,7 @@ flow_heun.core = _flow_heun
 
 # ---------------------------------------------------------------------- RK45 (adaptive)
 def _rk45_plan(process, steps: int | None = None, **_) -> SamplingPlan:
+    flow_process(process)  # a clear error for a process without α', σ'
     if steps is not None:
         raise ValueError(f"sampler=flow_rk45 is adaptive (scipy RK45): its network evaluations follow sampler.rtol / "
                          f"sampler.atol, not sampler.steps={steps}; leave sampler.steps unset (null)")
@@ -188,6 +215,7 @@ def _flow_rk45(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, 
     """
     _refuse_mean_shift(denoiser)
     _rk45_plan(denoiser.process, steps)
+    denoiser = _flow_denoiser(denoiser)
     process = denoiser.process
     shape, device, dtype = x_T.shape, x_T.device, x_T.dtype
     count = Counter(callback)

@@ -145,9 +145,29 @@ def alpha_sigma_derivatives(process, t):
             if value.requires_grad:
                 grad = torch.autograd.grad(value.sum(), leaf, allow_unused=True)[0]
             derivatives.append(torch.zeros_like(tt) if grad is None else grad.detach())
+    _check_against_differences(process, tt, derivatives)
     if number:
         return float(derivatives[0][0]), float(derivatives[1][0])
     return derivatives[0], derivatives[1]
+
+
+def _check_against_differences(process, t: torch.Tensor, derivatives) -> None:
+    """Raise ``ValueError`` where autograd's α', σ' disagree with central differences — a process whose
+    α, σ are not differentiable there (a DDPM table read at its integer steps, where the log-linear
+    interpolation has a kink and a table lookup carries no gradient)."""
+    lo, hi = float(process.t_min), float(process.t_max)
+    h = 1e-6 * max(hi - lo, 1e-12)
+    up, down = (t + h).clamp(lo, hi), (t - h).clamp(lo, hi)
+    for fn, d, name in ((process.alpha, derivatives[0], "alpha"), (process.sigma, derivatives[1], "sigma")):
+        with torch.no_grad():
+            diff = (fn(up) - fn(down)) / (up - down)
+        # the differences' rounding error is ~ eps·|f|/h (their truncation error, h²·f'''/6, is far smaller)
+        atol = 1e-9 + 100 * torch.finfo(torch.float64).eps * float(fn(up).abs().max()) / h
+        close = torch.isclose(d, diff, rtol=1e-3, atol=atol)
+        if not bool(close.all()):
+            bad = int((~close).nonzero()[0, 0])
+            raise ValueError(f"{type(process).__name__} gives no d_alpha_sigma and its {name}(t) is not differentiable at "
+                             f"t={float(t[bad])} (autograd {float(d[bad]):.4g}, differences {float(diff[bad]):.4g})")
 
 
 def _coef(value, like: torch.Tensor):
