@@ -20,8 +20,6 @@ records) and ``<metric>_vs_nfe.png`` (one line per row, NFE on a log x axis).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,6 +28,7 @@ from omegaconf import DictConfig
 
 from . import config as _config  # noqa: F401  (registers resolvers)
 from .errors import ConfigError, run_reporting_errors
+from .sampler_tables import TableCell, evaluate_cells, grid_markdown, plot_rows
 
 __all__ = ["TableRow", "table_rows", "ddim_table", "format_markdown", "plot_table", "main"]
 
@@ -95,15 +94,11 @@ def _out_dir(cfg: DictConfig) -> Path:
 def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     """Fill the table configured by ``cfg`` (``conf/ddim_table.yaml``); write ``table.md``,
     ``table.json`` and the plots; return what ``table.json`` holds plus the output paths."""
-    import numpy as np
-    import torch
-
     from .lit.build import load_module
     from .metrics.naming import LIKELIHOOD_METRICS
-    from .metrics.pipeline import EvalSetup, prepare_evaluation, run_evaluation
+    from .metrics.pipeline import EvalSetup
     from .runtime import device_of
     from .utils.io import write_json_atomic
-    from .utils.progress import track
 
     _validate(cfg)
     bad = [m for m in cfg.metrics if m in LIKELIHOOD_METRICS]
@@ -120,28 +115,12 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
         kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size), classifier_epochs=cfg.classifier.epochs,
         gather_images=bool(cfg.save_samples), progress=False,
     )
-    data_cfg = module.run_config["data"]
-    inputs = prepare_evaluation(module.data_shape, data_cfg, setup, cfg.paths.cache_dir, module.device)  # once for all cells
     out = _out_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-
-    cells = []
-    grid = [(row, s) for row in rows for s in steps]
-    for row, s in track(grid, total=len(grid), description="DDIM table", enabled=bool(cfg.progress)):
-        cell_setup = dataclasses.replace(setup, sampler=ddim_sampler(row, s, cfg.skip, cfg.clip_x0))
-        with torch.random.fork_rng(devices=[]):
-            result = run_evaluation(module, data_cfg, cell_setup, cfg.paths.cache_dir, step=getattr(module, "global_step_loaded", None),
-                                    inputs=inputs)
-        cell = {"row": row.key, "label": row.label, "eta": row.eta, "sigma_hat": row.sigma_hat, "steps": s, "nfe": result.nfe,
-                "values": result.values(), "records": [r.as_dict() for r in result.records]}
-        if result.images is not None:
-            path = out / "samples" / f"{row.key}_S{s}.npz"
-            path.parent.mkdir(exist_ok=True)
-            np.savez(path, images=result.images.permute(0, 2, 3, 1).numpy())
-            cell["samples"] = str(path)
-        cells.append(cell)
-        if cfg.progress:
-            print(f"  {row.label:>4}  S={s:<5} NFE={result.nfe:<5} " + "  ".join(f"{k}={v:.4g}" for k, v in result.values().items()))
+    grid = [TableCell(row.key, row.label, s, ddim_sampler(row, s, cfg.skip, cfg.clip_x0), {"eta": row.eta, "sigma_hat": row.sigma_hat})
+            for row in rows for s in steps]
+    cells = evaluate_cells(module, module.run_config["data"], setup, grid, cfg.paths.cache_dir, out,
+                           save_samples=bool(cfg.save_samples), progress=bool(cfg.progress), description="DDIM table")
 
     names = [r["name"] for r in cells[0]["records"]]
     table = {
@@ -157,24 +136,13 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _cell(table: dict, row_key: str, steps: int) -> dict:
-    return next(c for c in table["cells"] if c["row"] == row_key and c["steps"] == steps)
-
-
 def format_markdown(table: dict) -> str:
     """The table as markdown: one ``metric`` table (rows η / σ̂, columns S, as DDIM Table 1) per
     metric name, then the NFE of every cell, then the setup."""
-    steps, rows = table["steps"], table["rows"]
-    head = "| η \\ S | " + " | ".join(str(s) for s in steps) + " |\n|---|" + "---|" * len(steps) + "\n"
     parts = [f"# DDIM table: {Path(table['ckpt_path']).name} (step {table['step']})\n"]
     for name in table["metrics"]:
-        lines = []
-        for r in rows:
-            values = [_cell(table, r["key"], s)["values"].get(name) for s in steps]
-            lines.append(f"| {r['label']} | " + " | ".join("–" if v is None or not math.isfinite(v) else f"{v:.4g}" for v in values) + " |")
-        parts.append(f"## {name}\n\n" + head + "\n".join(lines) + "\n")
-    nfe = [f"| {r['label']} | " + " | ".join(str(_cell(table, r["key"], s)["nfe"]) for s in steps) + " |" for r in rows]
-    parts.append("## NFE (network evaluations per sample)\n\n" + head + "\n".join(nfe) + "\n")
+        parts.append(f"## {name}\n\n" + grid_markdown(table, "η \\ S", lambda c, name=name: c["values"].get(name)))
+    parts.append("## NFE (network evaluations per sample)\n\n" + grid_markdown(table, "η \\ S", lambda c: c["nfe"]))
     ref = table.get("reference") or {}
     parts.append(f"Setup: n = {table['n']} samples per cell, seed {table['seed']} (sample i seeded by (seed, i): every cell starts "
                  f"from the same noise), {table['weights']} weights, skip = {table['skip']}, clip_x0 = {_clip(table['clip_x0'], False)} "
@@ -191,26 +159,8 @@ def _clip(value, paper_default: bool) -> str:
 
 def plot_table(table: dict, name: str, path: Path) -> Path:
     """``name`` against NFE (log scale), one line per row (η or σ̂), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    for r in table["rows"]:
-        cells = sorted((c for c in table["cells"] if c["row"] == r["key"]), key=lambda c: c["nfe"])
-        ax.plot([c["nfe"] for c in cells], [c["values"].get(name, float("nan")) for c in cells], marker="o",
-                linestyle="--" if r["sigma_hat"] else "-", label=f"η = {r['label']}" if not r["sigma_hat"] else "σ̂")
-    ax.set_xscale("log")
-    ax.set_xlabel("NFE (= steps S)")
-    ax.set_ylabel(name)
-    ax.set_title(f"DDIM: {name} vs NFE")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot_rows(table, name, path, title=f"DDIM: {name} vs NFE", xlabel="NFE (= steps S)",
+                     legend=lambda r: "σ̂" if r["sigma_hat"] else f"η = {r['label']}", dashed=lambda r: r["sigma_hat"])
 
 
 def _print_summary(summary: dict) -> None:

@@ -17,8 +17,8 @@ LAYERS = [
     ["samplers", "guidance", "objectives", "likelihood"],
     ["lit"],
     ["metrics", "callbacks"],
-    ["validation", "runtime"],
-    ["train", "sample", "evaluate", "edit", "ddim_table", "guidance_sweep", "reproduce", "sweep"],
+    ["validation", "runtime", "sampler_tables"],
+    ["train", "sample", "evaluate", "edit", "ddim_table", "nfe_table", "guidance_sweep", "reproduce", "sweep"],
     ["claims"],
 ]
 ENTRY_MODULES = {"diffzoo.metrics.train_classifier", "diffzoo.metrics.inception"}  # `python -m` tools inside a package
