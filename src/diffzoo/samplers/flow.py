@@ -1,19 +1,19 @@
 """ODE samplers of rectified flow / flow matching: Euler, Heun and adaptive RK45 on ``dx/dt = u(x, t)``.
 
 They integrate the process's own time from ``t_max`` down to its ``sampling_eps`` (rectified flow:
-from t = 1, the prior N(0, I), to t = 0, the data; Liu et al. 2022, §2.1 "the ODE dZ_t = v(Z_t, t)dt",
+from t = 1, the prior N(0, I), to t = 0, the data: Liu et al. 2022, §2, the ODE dZ_t = v(Z_t, t) dt,
 in diffzoo's reversed time). The velocity is read through the denoiser contract: ``u = α'(t) x̂₀ +
 σ'(t) ε̂`` (:func:`~diffzoo.schedules.flow.flow_from`) — the network's own output for a flow model,
 and for any other model the probability-flow ODE of its process in that process's time (for x_t =
-α x₀ + σ ε, E[dx_t/dt | x_t] = α' E[x₀|x_t] + σ' E[ε|x_t], Liu et al. 2022, eq. 2 / Lipman et al.
-2023, eq. 8). So a flow model runs under DDIM or ancestral sampling (through its x̂₀ / ε̂ views)
+α x₀ + σ ε, E[dx_t/dt | x_t] = α' E[x₀|x_t] + σ' E[ε|x_t]: the minimiser of Liu et al. 2022, eq. 1,
+and the marginal vector field of Lipman et al. 2023, eq. 8). So a flow model runs under DDIM or ancestral sampling (through its x̂₀ / ε̂ views)
 and a VP, VE or EDM model runs under these solvers. A process whose α, σ are not differentiable
 on its own grid (a DDPM table at its integer steps) is walked in the time of its continuous view
 (a linear β table: the VP SDE it discretises, Score SDE App. B, as the ``ode`` sampler does); one
 without either is refused with the reason.
 
-* :func:`flow_euler` — ``x ← x + (t_{i+1} − t_i)·u(x, t_i)`` (Liu et al. 2022, §2.1: the Euler
-  method with uniform steps); one evaluation per step, first order.
+* :func:`flow_euler` — ``x ← x + (t_{i+1} − t_i)·u(x, t_i)`` (the Euler method with uniform steps
+  of Liu et al. 2022); one evaluation per step, first order.
 * :func:`flow_heun` — Heun's second-order method (Karras et al. 2022, Algorithm 1, deterministic;
   applied to every step, including the last, since u is regular at t = 0); two evaluations per step.
 * :func:`flow_rk45` — scipy's adaptive Dormand–Prince RK45 with ``rtol`` / ``atol`` (Liu et al.
@@ -133,7 +133,7 @@ def _flow_euler(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None,
     for i in track(reversed(range(k)), total=k, description="flow Euler", enabled=progress):
         t, s = ts[i + 1], ts[i]
         u, x0 = velocity(denoiser, x, t)
-        x = x + (s - t) * u  # Euler step of dx/dt = u (Liu et al. 2022, §2.1), s < t
+        x = x + (s - t) * u  # Euler step of dx/dt = u, s < t
         count({"i": i, "t": t, "x": x, "x0": x0, "velocity": u})
     return x
 
