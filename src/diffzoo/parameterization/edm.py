@@ -80,7 +80,9 @@ class Preconditioned:
 
     @property
     def sigma_data(self) -> float:
+        """σ_d of the preconditioning (the loss weight reads it here)."""
         return self.precond.sigma_data
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
+        """``D_θ(x; σ)``: ``x`` ``[B, C, …]``, ``sigma`` ``[B]`` or a number → ``[B, C, …]`` (eq. 7)."""
         return self.precond(self.net, x, sigma, **cond)
