@@ -169,9 +169,7 @@ def test_edm_heun_is_second_order_on_the_edm_process():
     {"name": "edm_heun", "steps": 35, "grid": "karras"},
     {"name": "ddim", "steps": 200},
     {"name": "ddpm", "steps": 1000, "clip_x0": False, "variance": "fixedsmall"},
-    {"name": "ddpm", "steps": 1000, "clip_x0": False, "variance": "fixedlarge"},
-    {"name": "pc", "steps": 1000, "predictor": "euler_maruyama", "corrector": "none", "eps": 0.002},
-    {"name": "pc", "steps": 2000},  # reverse diffusion + Langevin corrector (its step needs D ≫ 1: per-sample norms)
+    {"name": "pc", "steps": 1000},  # reverse diffusion + Langevin corrector (its step needs D ≫ 1: per-sample norms)
 ])
 def test_samplers_run_on_the_edm_process(sampler):
     """Each sampler draws N(0, S²) from the exact denoiser through the denoiser contract: the sample std
