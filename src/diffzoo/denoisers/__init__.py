@@ -4,7 +4,7 @@
 * :class:`Denoiser` / :class:`Prediction` — a network read through its forward process: x̂₀, ε, score, v.
 * :class:`DenoiserWrapper` — denoiser → denoiser (x̂₀ transforms, bound conditions; the base of
   :mod:`diffzoo.guidance`).
-* :class:`ClipX0` — static thresholding of x̂₀.
+* :class:`ClipX0`, :class:`DynamicThreshold` — Imagen's static and dynamic thresholding of x̂₀.
 * :func:`as_sde_denoiser` — a denoiser on the SDE its process discretises (PC / ODE samplers).
 * :func:`mixture_denoiser` — exact denoisers of Gaussian mixtures (tests against closed forms).
 * :func:`eps_denoiser`, :func:`score_denoiser` — the earlier ``eps_fn`` / ``score_fn`` call forms.
@@ -13,7 +13,7 @@
 from .base import PREDICTIONS, Bound, Denoiser, DenoiserWrapper, Prediction, X0Transformed
 from .exact import NULL_LABEL, mixture_denoiser
 from .legacy import EpsFnView, ScoreFnView, eps_denoiser, score_denoiser
-from .transforms import ClipX0
+from .transforms import THRESHOLDS, ClipX0, DynamicThreshold, x0_threshold
 
 
 def as_sde_denoiser(denoiser: Denoiser) -> Denoiser:
@@ -28,5 +28,6 @@ def as_sde_denoiser(denoiser: Denoiser) -> Denoiser:
 
 __all__ = [
     "PREDICTIONS", "Denoiser", "Prediction", "DenoiserWrapper", "X0Transformed", "Bound", "ClipX0",
+    "DynamicThreshold", "THRESHOLDS", "x0_threshold",
     "as_sde_denoiser", "mixture_denoiser", "NULL_LABEL", "eps_denoiser", "score_denoiser", "EpsFnView", "ScoreFnView",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..denoisers import THRESHOLDS, x0_threshold
 from ..errors import ConfigError
 from .ddim import ddim
 from .ddpm import ddpm
@@ -29,7 +30,7 @@ from .pc import pc
 from .plan import SamplingPlan
 from .unipc import unipc
 
-__all__ = ["SamplerSpec", "SAMPLERS"]
+__all__ = ["SamplerSpec", "SAMPLERS", "SPEC_SETTINGS"]
 
 # name → sampler function (each has .core(denoiser, x_T, steps, **options) and .plan(process, steps, **options))
 SAMPLERS: dict[str, Callable] = {
@@ -60,6 +61,23 @@ def _options_of(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in _CALL_ARGS}
 
 
+# Settings every sampler takes, applied to the denoiser before the sampler runs (not options of a core):
+# Imagen's x̂₀ thresholding (Saharia et al. 2022, §2.3), on top of any guidance.
+SPEC_SETTINGS: dict[str, Any] = {"threshold": "none", "threshold_percentile": 99.5}
+
+
+def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    threshold = settings.get("threshold", SPEC_SETTINGS["threshold"])
+    if threshold not in THRESHOLDS:
+        raise ConfigError(f"sampler.threshold={threshold!r} is not one of {list(THRESHOLDS)} (Imagen §2.3: static clips x0-hat "
+                          "to the data range, dynamic rescales by a per-sample percentile)")
+    percentile = settings.get("threshold_percentile", SPEC_SETTINGS["threshold_percentile"])
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        raise ConfigError(f"sampler.threshold_percentile={percentile!r} must be a number in (0, 100] (percent; Imagen: 99.5, "
+                          "imagen-pytorch / DeepFloyd IF: 95)")
+    return {k: v for k, v in settings.items() if v != SPEC_SETTINGS[k]}  # only what differs from the defaults
+
+
 def _check_steps(steps) -> int | None:
     if steps is None:
         return None
@@ -77,19 +95,26 @@ class SamplerSpec:
             steps of a DDPM chain, the SDE's N, L · n_steps_each Langevin updates). What it means
             for each sampler, and the grid it walks, is :meth:`plan`'s answer.
         options: the sampler's own options (``eta``, ``variance``, ``predictor`` …); an unknown one is
-            a :class:`~diffzoo.errors.ConfigError` naming it and the valid ones.
+            a :class:`~diffzoo.errors.ConfigError` naming it and the valid ones. Every sampler also
+            takes the settings of :data:`SPEC_SETTINGS`: ``threshold`` (``none`` | ``static`` |
+            ``dynamic``) and ``threshold_percentile`` — Imagen's thresholding of x̂₀ (§2.3), applied
+            to the (guided) denoiser before the sampler runs
+            (:func:`~diffzoo.denoisers.x0_threshold`).
     """
 
     def __init__(self, name: str, steps: int | None = None, **options):
         if name not in SAMPLERS:
             raise ConfigError(f"sampler name {name!r} is not one of {list(SAMPLERS)}")
+        settings = _check_settings({k: v for k in SPEC_SETTINGS if k in options and (v := options.pop(k)) is not None})
         valid = _options_of(name)
         unknown = sorted(set(options) - set(valid))
         if unknown:
-            raise ConfigError(f"sampler.{unknown[0]} is not an option of sampler={name}; valid: {['steps', *sorted(valid)]}")
+            raise ConfigError(f"sampler.{unknown[0]} is not an option of sampler={name}; "
+                              f"valid: {['steps', *sorted(valid), *SPEC_SETTINGS]}")
         self.name = name
         self.steps = _check_steps(steps)
         self.options = dict(options)
+        self.settings = settings
         self.fn = SAMPLERS[name]
 
     # ------------------------------------------------------------------ construction
@@ -138,11 +163,11 @@ class SamplerSpec:
 
     def with_steps(self, steps: int | None) -> "SamplerSpec":
         """The same sampler with another NFE budget."""
-        return SamplerSpec(self.name, steps, **self.options)
+        return SamplerSpec(self.name, steps, **self.options, **self.settings)
 
     def with_options(self, **overrides) -> "SamplerSpec":
         """The same sampler with some settings replaced (``steps`` included)."""
-        merged = {"steps": self.steps, **self.options, **overrides}
+        merged = {"steps": self.steps, **self.options, **self.settings, **overrides}
         return SamplerSpec(self.name, **merged)
 
     # ------------------------------------------------------------------ what it will do
@@ -163,18 +188,19 @@ class SamplerSpec:
 
     def describe(self) -> dict[str, Any]:
         """``{"name", "steps", **options}`` with the defaults filled in (for metric records and summaries)."""
-        return {"name": self.name, "steps": self.steps, **_options_of(self.name), **self.options}
+        return {"name": self.name, "steps": self.steps, **_options_of(self.name), **self.options, **self.settings}
 
     def to_config(self) -> dict[str, Any]:
         """The Hydra config that rebuilds this spec."""
-        return {"_target_": "diffzoo.samplers.SamplerSpec", "name": self.name, "steps": self.steps, **self.options}
+        return {"_target_": "diffzoo.samplers.SamplerSpec", "name": self.name, "steps": self.steps, **self.options, **self.settings}
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in {**self.options, **self.settings}.items())
         return f"SamplerSpec({self.name!r}, steps={self.steps}{', ' + opts if opts else ''})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, SamplerSpec) and (self.name, self.steps, self.options) == (other.name, other.steps, other.options)
+        return isinstance(other, SamplerSpec) and ((self.name, self.steps, self.options, self.settings)
+                                                   == (other.name, other.steps, other.options, other.settings))
 
     # ------------------------------------------------------------------ running it
     def __call__(self, denoiser, x_T: torch.Tensor, generator=None, callback: Callable | None = None,
@@ -183,5 +209,9 @@ class SamplerSpec:
         if denoiser.mean_shift_form and not self.takes_mean_shift:
             raise ConfigError(f"guidance.form=mean is ADM's ancestral mean shift (Algorithm 1) and needs sampler=ddpm, "
                               f"not sampler={self.name}; use guidance.form=eps with this sampler")
+        settings = {**SPEC_SETTINGS, **self.settings}
+        threshold = x0_threshold(settings["threshold"], denoiser.data_range, settings["threshold_percentile"])
+        if threshold is not None:  # on top of classifier-free guidance, below classifier guidance (denoisers/base.py)
+            denoiser = denoiser.with_x0_transform(threshold)
         return self.fn.core(denoiser, x_T, self.steps, **self.options, generator=generator, callback=callback,
                             progress=progress)
