@@ -7,6 +7,7 @@ from .ncsn_refinenet import CondInstanceNorm2dPlus, NCSNRefineNet
 from .ncsnpp import NCSNpp
 from .classifier import AttentionPool2d, NoisyClassifier
 from .unet import AttentionBlock, ResBlock, UNet
+from .text import GlideTextTransformer, MiniLMEncoder, T5Encoder, TextEncoder, TextEncoding
 
 __all__ = [
     "UNet",
@@ -21,4 +22,9 @@ __all__ = [
     "CondInstanceNorm2dPlus",
     "sinusoidal_embedding",
     "GaussianFourierEmbedding",
+    "TextEncoder",
+    "TextEncoding",
+    "GlideTextTransformer",
+    "MiniLMEncoder",
+    "T5Encoder",
 ]
