@@ -90,6 +90,29 @@ def test_glide_pooled_is_the_last_padded_position():
         assert (after - before).abs().max() > 1e-4
 
 
+def test_glide_block_is_pre_ln_unmasked_attention_and_gelu_mlp():
+    """Closed form of one block, written out per head: x + W_o softmax(q kᵀ / √d_h) v over all L
+    positions (no mask), then x + W₂ GELU(W₁ LN(x)), then the final LayerNorm; the input is token +
+    position on words and the padding embedding elsewhere."""
+    import torch.nn.functional as F
+
+    tokens = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0]])
+    mask = tokens != 0
+    enc = _glide(layers=1, heads=4)
+    b = enc.blocks[0]
+    x = torch.where(mask[..., None], enc.token_embedding(tokens) + enc.positional_embedding, enc.padding_embedding)[0]
+    q, k, v = b.qkv(b.ln_1(x)).split(32, dim=-1)
+    heads = []
+    for h in range(4):
+        sl = slice(8 * h, 8 * (h + 1))
+        w = torch.softmax(q[:, sl] @ k[:, sl].T / 8**0.5, dim=-1)  # [L, L], every key kept
+        heads.append(w @ v[:, sl])
+    x = x + b.attn_out(torch.cat(heads, dim=-1))
+    x = x + b.proj(F.gelu(b.fc(b.ln_2(x))))
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_tokens(tokens).states[0], enc.final_ln(x), atol=1e-5, rtol=1e-5)
+
+
 def test_glide_padding_embeddings_are_learned_per_position():
     enc = _glide()
     names = dict(enc.named_parameters())
