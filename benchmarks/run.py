@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-SECTIONS = ("train", "sampling", "overhead", "memory", "quality")
+SECTIONS = ("train", "sampling", "overhead", "memory", "quality", "solvers")
 
 # (section, size) → settings. "full" is what `make bench` runs; "smoke" only checks the wiring.
 SETTINGS = {
@@ -27,6 +27,7 @@ SETTINGS = {
         "overhead": dict(batch=16, steps=200, repeats=5),
         "memory": dict(name="cifar10", batch=4, repeats=3),
         "quality": dict(n=4000),
+        "solvers": dict(n=20000),
     },
     "smoke": {
         "train": [dict(name="digits", batch=4, steps=1, repeats=1, fast_paths=False)],
@@ -34,6 +35,7 @@ SETTINGS = {
         "overhead": dict(batch=2, steps=5, repeats=1),
         "memory": dict(name="digits", batch=2, repeats=1),
         "quality": dict(n=256, nfes=(5,), with_ode=False),
+        "solvers": dict(n=256, nfes=(5,), grids=("logsnr",), overhead=dict(batch=2, steps=5, repeats=1)),
     },
 }
 
@@ -93,12 +95,26 @@ def main(argv: list[str] | None = None) -> dict:
         quality = quality_per_nfe(**settings["quality"])
         extra["quality_per_nfe"] = quality.as_dict()
 
+    solvers = None
+    if "solvers" in wanted:
+        from .bench_solvers import run_section
+
+        print("· few-step solvers: quality per NFE vs diffusers, per-step overhead …", flush=True)
+        solvers = run_section(out, **settings["solvers"])
+        extra["solvers"] = solvers.as_dict()
+
     print()
     print_sections(sections)
     if quality is not None:
         quality.print()
         plot = quality.plot(out / "quality_per_nfe.png")
         print(f"plot: {plot}")
+    if solvers is not None:
+        from .bench_solvers import readme_section
+
+        print(solvers.markdown())
+        print(readme_section(solvers))
+        print(f"table: {out / 'solvers_quality.md'}  plot: {out / 'solvers_quality_per_nfe.png'}")
     extra["smoke"] = args.smoke
     extra["seconds"] = round(time.perf_counter() - started, 1)
     path = write_json(out / ("cpu-smoke.json" if args.smoke else "cpu.json"), sections, extra)
