@@ -155,6 +155,10 @@ def test_karras_grid_is_edm_eq5_by_hand():
     lo = sigma_tilde(ve, ve.sampling_eps)
     expected = [(80 ** (1 / 7) + i / 4 * (lo ** (1 / 7) - 80 ** (1 / 7))) ** 7 for i in range(5)]
     assert levels == pytest.approx(expected, rel=1e-9)
+    # a DDPM table: the same eq. 5 in σ̃ = σ/α, mapped to real-valued indices through λ = −log σ̃
+    top, bottom = sigma_tilde(DDPM, DDPM.t_max), sigma_tilde(DDPM, 0.0)
+    ddpm_levels = [sigma_tilde(DDPM, t) for t in solver_grid(DDPM, 6, "karras")]
+    assert ddpm_levels == pytest.approx(karras_sigmas(top, bottom, 6).tolist(), rel=1e-8)
 
 
 @pytest.mark.parametrize("process", [DDPM, VPSDE(), VESDE()], ids=["ddpm", "vp", "ve"])
@@ -265,6 +269,16 @@ def test_stochastic_solvers_draw_noise_per_sample(name, options):
     assert torch.allclose(full.x[3:], part.x, atol=1e-6)
     again = sample_indices(den, spec.with_options(), range(6), seed=6, shape=(2,))
     assert not torch.allclose(full.x, again.x)
+
+
+def test_sde_dpmpp_first_order_step_is_the_ddpm_posterior():
+    """SDE-DPM-Solver++'s first-order step draws from q(x_s | x_t, x̂₀) (DDPM eqs. 6–7): with two grid
+    points (one step, then x̂₀) on DDIM's grid it is DDIM with η = 1 (DDIM eq. 16), noise for noise."""
+    den = mixture_denoiser(MIXTURE, DDPM, conditional=False)
+    x_T = torch.randn(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    a = SAMPLERS["dpmpp_2m_sde"](den, x_T, 2, grid="leading", generator=torch.Generator().manual_seed(9))
+    b = ddim(den, x_T, 2, eta=1.0, generator=torch.Generator().manual_seed(9))
+    assert torch.allclose(a, b, rtol=0, atol=1e-10)
 
 
 def test_classifier_free_guidance_with_dpmpp_2m():
