@@ -6,7 +6,9 @@
 
 Every figure is measured in this process, interleaved with its baseline (median of repeats) and
 printed as a ratio; the tables go to ``<out>/cpu.json`` and the quality plot to
-``<out>/quality_per_nfe.png``. Nothing here fails on speed. GPU figures: ``benchmarks/gpu.py``.
+``<out>/quality_per_nfe.png``; the few-step solvers against diffusers (``solvers``, ~20 minutes on 2 cores:
+skip it with ``--only train,sampling,overhead,memory,quality``) to ``<out>/solvers_quality.{md,json}`` and
+``<out>/solvers_quality_per_nfe.png``. Nothing here fails on speed. GPU figures: ``benchmarks/gpu.py``.
 """
 
 from __future__ import annotations
