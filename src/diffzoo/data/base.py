@@ -116,10 +116,19 @@ class MirroredDataset(Dataset):
 
 def collate_batch(data) -> Batch:
     """``DataLoader`` collate: a dict from ``__getitems__`` passes through; a list of per-sample
-    dicts is stacked key by key into ``[B, ...]`` tensors."""
+    dicts is stacked key by key into ``[B, ...]`` tensors (strings into a list, nested dicts —
+    a caption batch's ``"attributes"`` — key by key)."""
     if isinstance(data, dict):
         return data
-    return {key: torch.stack([torch.as_tensor(item[key]) for item in data]) for key in data[0]}
+    return {key: _stack([item[key] for item in data]) for key in data[0]}
+
+
+def _stack(values: list):
+    if isinstance(values[0], str):
+        return list(values)
+    if isinstance(values[0], dict):
+        return {key: _stack([v[key] for v in values]) for key in values[0]}
+    return torch.stack([torch.as_tensor(v) for v in values])
 
 
 def dataset_images(dataset: Dataset, item_shape: Sequence[int], chunk: int = 256) -> torch.Tensor:
