@@ -1,7 +1,9 @@
 """Metrics: FID / KID / IS back-ends, improved precision / recall and feature extractors, reference statistics, names that carry
 their setup, distributed sample drawing, and toy 2-D metrics (``docs/ARCHITECTURE.md``, "Metrics")."""
 
+from .attribute_classifier import AttributeCNN, ShapesAttributeReader, load_or_train_shapes_classifier, train_shapes_attribute_classifier
 from .backends import BACKENDS, get_backend
+from .caption_alignment import ClassAttributeReader, caption_alignment
 from .classifier import SmallCNN, load_classifier, load_or_train_classifier, train_classifier
 from .distributed import draw_samples, gather_by_index, shard_batches
 from .features import ClassifierFeatures, FeatureExtractor, Features, extract_features, make_extractor, register_torch_fidelity_classifier
@@ -18,6 +20,12 @@ from .ode_nll import ODENLL, ode_nll
 from .vlb import VLBBitsPerDim, vlb_bits_per_dim
 
 __all__ = [
+    "AttributeCNN",
+    "ShapesAttributeReader",
+    "train_shapes_attribute_classifier",
+    "load_or_train_shapes_classifier",
+    "ClassAttributeReader",
+    "caption_alignment",
     "BACKENDS",
     "get_backend",
     "SmallCNN",
