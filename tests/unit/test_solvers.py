@@ -302,3 +302,31 @@ def test_solvers_run_on_ve_sde_and_a_sigma_ladder(name):
         out = SAMPLERS[name](den, 3.0 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0)), 8, grid="logsnr",
                              generator=torch.Generator().manual_seed(1))
         assert torch.isfinite(out).all() and out.abs().max() < 3
+
+
+# ---------------------------------------------------------------- a process whose signal vanishes at t_max
+@pytest.mark.parametrize("name", SOLVERS)
+def test_solvers_start_below_the_top_of_rectified_flow(name):
+    """Rectified flow has α(1) = 0 (σ̃ = ∞) and σ(0) = 0: the grids run from σ̃ = SIGMA_TILDE_MAX to
+    SIGMA_TILDE_MIN instead, and every deterministic solver converges to the exact Gaussian flow map from
+    there (module docstring) at least at first order; the SDE solver draws N(μ, s²)."""
+    from diffzoo.samplers.grids import SIGMA_TILDE_MAX, top_time
+    from diffzoo.schedules.flow import RectifiedFlow
+
+    process = RectifiedFlow()
+    t_top = top_time(process)
+    assert t_top < 1.0 and sigma_tilde(process, t_top) == pytest.approx(SIGMA_TILDE_MAX, rel=1e-6)
+    den = mixture_denoiser(GAUSSIAN, process, conditional=False)
+    x_T = torch.randn(256, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    errors = []
+    for nfe in (60, 120):
+        spec, times = SamplerSpec(name, nfe), []
+        out = spec(den, x_T, generator=torch.Generator().manual_seed(0), callback=lambda d: times.append(float(d["t"])))
+        assert torch.isfinite(out).all() and max(times) <= t_top + 1e-12
+        if name == "dpmpp_2m_sde":  # the data distribution, within 4 standard errors of mean and std
+            assert abs(float(out.mean()) - MU) < 4 * S / 16 and abs(float(out.std()) - S) < 4 * S / math.sqrt(2 * 256)
+            return
+        steps = nfe // 2 if name in ("edm_heun", "dpmpp_2s") else nfe
+        t_last = solver_grid(process, steps, spec.describe()["grid"])[-1]
+        errors.append(float((out - gaussian_target(process, x_T, t_top, t_last)).abs().max()))
+    assert errors[1] < 0.6 * errors[0] and errors[1] < 3e-2, errors  # first order halves the error; higher more

@@ -34,9 +34,9 @@ import torch
 
 from ..schedules import DiscreteSchedule
 from ..schedules.ladder import SigmaLadder
-from .solver_api import memo
+from .solver_api import SIGMA_TILDE_MAX, SIGMA_TILDE_MIN, bottom_time, memo, top_time
 
-__all__ = ["GRIDS", "solver_grid", "sigma_tilde", "karras_sigmas", "optimized_sigmas", "grid_objective",
+__all__ = ["GRIDS", "solver_grid", "sigma_tilde", "top_time", "bottom_time", "SIGMA_TILDE_MAX", "SIGMA_TILDE_MIN", "karras_sigmas", "optimized_sigmas", "grid_objective",
            "CALIBRATION_SCALES"]
 
 GRIDS = ("linspace", "leading", "trailing", "quadratic", "logsnr", "karras", "optimized")
@@ -132,7 +132,7 @@ def optimized_sigmas(sigma_max: float, sigma_min: float, steps: int, iterations:
 
 # ---------------------------------------------------------------------- the grids on a process
 def _uniform_in_t(process, steps: int, grid: str) -> list[float]:
-    lo, hi = float(process.sampling_eps), float(process.t_max)
+    lo, hi = bottom_time(process), top_time(process)
     K = steps
     if isinstance(process, DiscreteSchedule):  # T indices: diffusers' `timestep_spacing` over range(T)
         span, shift = hi - lo + 1.0, 1.0
@@ -167,7 +167,8 @@ def solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) -> 
 
 def _solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) -> list[float]:
     """``steps`` decreasing process times ``t_max = t_0 > … > t_{K−1}`` at which a solver evaluates the
-    model (module docstring); the solver's last step goes from ``t_{K−1}`` to clean data.
+    model (module docstring); the solver's last step goes from ``t_{K−1}`` to clean data. ``t_0`` is
+    :func:`top_time` (``t_max`` unless the signal vanishes there).
 
     Args:
         process: any :class:`~diffzoo.schedules.process.GaussianProcess`.
@@ -184,7 +185,7 @@ def _solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) ->
         return _ladder_grid(process, steps, grid)
     if grid in ("linspace", "leading", "trailing", "quadratic"):
         return _uniform_in_t(process, steps, grid)
-    t_hi, t_lo = float(process.t_max), float(process.sampling_eps)
+    t_hi, t_lo = top_time(process), bottom_time(process)
     s_hi, s_lo = sigma_tilde(process, t_hi), sigma_tilde(process, t_lo)
     if grid == "logsnr":  # uniform in λ = −log σ̃ (DPM-Solver §3.3)
         sig = torch.exp(torch.linspace(math.log(s_hi), math.log(s_lo), steps, dtype=torch.float64))

@@ -20,7 +20,7 @@ import torch
 
 from ..denoisers import Denoiser
 
-__all__ = ["Level", "level", "levels_of", "memo", "time_of_lambda", "check_denoiser", "fractional_eps_denoiser", "solver_function", "budget_of"]
+__all__ = ["Level", "level", "levels_of", "memo", "time_of_lambda", "top_time", "bottom_time", "SIGMA_TILDE_MAX", "SIGMA_TILDE_MIN", "check_denoiser", "fractional_eps_denoiser", "solver_function", "budget_of"]
 
 
 class Level(NamedTuple):
@@ -33,9 +33,42 @@ class Level(NamedTuple):
 
 
 def level(process, t: float) -> Level:
-    """The :class:`Level` of process time ``t``."""
+    """The :class:`Level` of process time ``t`` (λ = ∞ where σ = 0, −∞ where α = 0)."""
     a, s = process.alpha_sigma(float(t))
-    return Level(float(t), a, s, math.log(a) - math.log(s))
+    lam = math.inf if s <= 0 else (-math.inf if a <= 0 else math.log(a) - math.log(s))
+    return Level(float(t), a, s, lam)
+
+
+# The largest noise level σ̃ = σ/α a grid starts from. A process whose signal vanishes at t_max (rectified
+# flow: α(1) = 0, σ̃ = ∞) starts at the time where σ̃ equals it instead; its prior N(0, I) differs from
+# that marginal N(α x₀, σ²) by α ≈ 1/SIGMA_TILDE_MAX of the data. EDM's σ_max (80) and the VE SDEs'
+# (≤ 400) lie far below it, so their grids are unchanged.
+SIGMA_TILDE_MAX = 1.0e4
+
+
+def top_time(process) -> float:
+    """The time a solver starts at: ``t_max``, or where ``σ̃ = SIGMA_TILDE_MAX`` when ``σ̃(t_max)`` is
+    larger (infinite for rectified flow, whose α(1) = 0)."""
+    t_hi = float(process.t_max)
+    a, s = process.alpha_sigma(t_hi)
+    if a > 0 and s / a <= SIGMA_TILDE_MAX:
+        return t_hi
+    return float(process.t_of_lambda(torch.tensor([-math.log(SIGMA_TILDE_MAX)], dtype=torch.float64))[0])
+
+
+# The smallest noise level a grid ends at when the process reaches clean data itself (rectified flow at
+# t = 0: σ̃ = 0, no log-SNR): EDM's σ_min (Karras et al. 2022, Table 1).
+SIGMA_TILDE_MIN = 2.0e-3
+
+
+def bottom_time(process) -> float:
+    """The last time a solver evaluates the model at: ``sampling_eps``, or where ``σ̃ = SIGMA_TILDE_MIN``
+    when the process is noise-free there (σ = 0)."""
+    t_lo = float(process.sampling_eps)
+    a, s = process.alpha_sigma(t_lo)
+    if s > 0:
+        return t_lo
+    return float(process.t_of_lambda(torch.tensor([-math.log(SIGMA_TILDE_MIN)], dtype=torch.float64))[0])
 
 
 _MEMO: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
@@ -61,11 +94,11 @@ def levels_of(process, times) -> tuple[Level, ...]:
 
 
 def time_of_lambda(process, lam: float) -> float:
-    """The process time with ``λ(t) = lam`` (λ decreases in t), clamped to ``[sampling_eps, t_max]``: Brent's
+    """The process time with ``λ(t) = lam`` (λ decreases in t), clamped to ``[bottom_time, top_time]``: Brent's
     root finder on ``λ(t) − lam`` (~10 evaluations of α, σ where bisection to float precision takes ~60)."""
     from scipy.optimize import brentq
 
-    lo, hi = float(process.sampling_eps), float(process.t_max)
+    lo, hi = bottom_time(process), top_time(process)
     lam = float(lam)
     if lam >= level(process, lo).lam:
         return lo
