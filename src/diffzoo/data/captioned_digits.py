@@ -4,7 +4,7 @@ Attributes: ``class`` (0–9, the digit) and ``bold`` (1 = bold, 0 = thin). An i
 its ink mass — the sum of its pixels mapped to ``[0, 1]``, ``Σ (x + 1) / 2`` — is above the median
 ink mass of its class **on the training split** (the medians are fixed at ``setup`` and reused for
 the held-out split and for generated images, so the attribute is read off pixels without a
-classifier). About half of each class is bold.
+classifier; the attribute as issue 14 defines it). About half of each class is bold.
 
 Captions (``data.captions.TemplateGrammar``): five training templates ("a bold digit seven", "a
 handwritten 7, bold", …) and three held-out paraphrase templates with their own words ("the
