@@ -51,6 +51,8 @@ class DiscreteSchedule(nn.Module, GaussianProcess):
     ``x_t = α(t)·x_0 + σ(t)·ε`` with ``α(t) = √ᾱ_t`` and ``σ(t) = √(1 − ᾱ_t)``.
     """
 
+    coefficients_fixed = True  # α, σ are fixed by the constructor (GaussianProcess.alpha_sigma memo)
+
     def __init__(self, betas: torch.Tensor, timesteps: torch.Tensor | None = None):
         super().__init__()
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten()

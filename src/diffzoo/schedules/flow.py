@@ -51,6 +51,8 @@ class RectifiedFlow(nn.Module, GaussianProcess):
             step indices; 999 as the reference rectified-flow code, which feeds ``999 t``).
     """
 
+    coefficients_fixed = True  # α, σ are fixed by the constructor (GaussianProcess.alpha_sigma memo)
+
     def __init__(self, time_scale: float = 999.0):
         super().__init__()
         if not float(time_scale) > 0:

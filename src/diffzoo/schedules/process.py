@@ -109,11 +109,27 @@ class GaussianProcess:
                          "with schedule=linear (the VP SDE its β table discretises, Score SDE App. B)")
 
     # ------------------------------------------------------------------ α, σ, λ
+    # True where α and σ never change after construction (tables in buffers, closed forms): alpha_sigma
+    # then remembers the floats of every time a sampler asked for (its grid), so a solver step reads them
+    # instead of interpolating a table again — the per-step overhead diffusers avoids by tabulating.
+    coefficients_fixed = False
+    _ALPHA_SIGMA_MEMO_SIZE = 8192
+
     def alpha_sigma(self, t):
         """``(α(t), σ(t))``: Python floats for a number ``t``, float64 tensors ``[B]`` otherwise."""
         if _is_number(t):
-            tt = torch.tensor([float(t)], dtype=torch.float64)
-            return float(self.alpha(tt)[0]), float(self.sigma(tt)[0])
+            key = float(t)
+            memo = self.__dict__.get("_alpha_sigma_memo") if self.coefficients_fixed else None
+            if memo is not None and key in memo:
+                return memo[key]
+            tt = torch.tensor([key], dtype=torch.float64)
+            value = float(self.alpha(tt)[0]), float(self.sigma(tt)[0])
+            if self.coefficients_fixed:
+                memo = self.__dict__.setdefault("_alpha_sigma_memo", {})
+                if len(memo) >= self._ALPHA_SIGMA_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = value
+            return value
         return self.alpha(t), self.sigma(t)
 
     def lambda_(self, t) -> torch.Tensor:

@@ -96,6 +96,8 @@ class SDE(nn.Module, GaussianProcess):
     :meth:`langevin_alpha`. ``N`` is the number of discretisation steps used by samplers.
     """
 
+    coefficients_fixed = True  # α, σ are fixed by the constructor (GaussianProcess.alpha_sigma memo)
+
     def __init__(self, N: int):
         super().__init__()
         if not isinstance(N, int) or N < 2:
