@@ -316,6 +316,18 @@ def test_class_attribute_reader_reads_bold_from_pixels(digits):
     assert caption_alignment(x, flipped, reader)["bold"] == 0.0
 
 
+@pytest.mark.slow
+def test_digits_reader_with_the_projects_digits_classifier(tmp_path, digits):
+    # the plain digits config has the same split, so its feature classifier never saw these held-out digits
+    from diffzoo.metrics.classifier import load_or_train_classifier
+
+    data_cfg = OmegaConf.create({"seed": 0, "data": OmegaConf.load(CONF / "digits.yaml")}).data
+    net, card, _ = load_or_train_classifier(data_cfg, tmp_path)
+    ev = digits.eval_set("heldout")
+    got = caption_alignment(ev.images(), ev.attributes, ClassAttributeReader.of(digits, net))
+    assert got["class"] == pytest.approx(card.test_accuracy) and got["class"] >= 0.95 and got["bold"] == 1.0
+
+
 def test_attribute_classifier_learns_and_is_cached(tmp_path, monkeypatch):
     # a short budget (60 steps): colour, count and relation are learnt first; the full budget's
     # ≥ 99 % on every attribute is the slow test below

@@ -29,7 +29,7 @@ from .data import stable_hash
 __all__ = ["AttributeCNN", "AttributeCard", "ShapesAttributeReader", "train_shapes_attribute_classifier",
            "shapes_classifier_path", "load_or_train_shapes_classifier", "DEFAULT_STEPS"]
 
-DEFAULT_STEPS = 400  # Adam steps of batch 128: ≥ 99.9 % on every attribute of fresh 16×16 renders, 25–40 s on one CPU core
+DEFAULT_STEPS = 400  # Adam steps of batch 128: ≥ 99.9 % on every attribute of fresh renders (16×16: 25–40 s on one CPU core; 32×32: ~4× that)
 DEFAULT_LR = 3e-3
 _CACHE_VERSION = 1
 IGNORE = -1  # an attribute that does not apply (the second shape of a one-shape scene)
