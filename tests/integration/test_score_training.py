@@ -22,6 +22,7 @@ def binomial_sd(p, n=N_SAMPLES):
     return math.sqrt(p * (1 - p) / n)
 
 
+@pytest.mark.slow  # 2000 training steps (~45 s); the same result is the claim ncsn_annealed_langevin (make claims)
 def test_trained_ncsn_recovers_the_weights_that_plain_langevin_misses(tmp_path):
     """NCSN §3.2–3.3 (Fig. 3) with a trained score: an NCSN MLP trained by DSM on the 0.8/0.2
     mixture (experiment ncsn_toy as configured: 2000 steps, batch 512, EMA 0.999). Annealed Langevin from U[−8, 8]² puts ≈0.8 of the
