@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffzoo-installed
 ARGS ?=
 # pytest processes for make test / test-full: the suite runs one torch thread per process, so one
-# worker per core uses the machine (tests of one file stay on one worker: their fixtures are shared).
+# worker per core uses the machine; worksteal rebalances the long tests (a module fixture is built once per worker).
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 2)
 export HF_HUB_OFFLINE ?= 1
 
@@ -40,13 +40,13 @@ sample: install
 	$(PY) -m diffzoo.sample $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 claims: install
 	$(PY) -m diffzoo.claims $(if $(QUICK),--quick) $(ARGS)
 
 test-full: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "slow or not slow" $(ARGS)
 
 bench: install
 	$(PY) -m benchmarks.run $(ARGS)

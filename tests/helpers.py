@@ -70,8 +70,8 @@ class RecordingSimpleLoss(SimpleLoss):
     """L_simple that appends, per call, the first drawn t and the label-drop mask (labels equal to the
     net's null class) to ``path`` — what a training step drew, for tests through the real ``train()``."""
 
-    def __init__(self, path: str):
-        super().__init__()
+    def __init__(self, path: str, prediction: str = "eps", weighting: str = "none", snr_gamma: float = 5.0):
+        super().__init__(prediction=prediction, weighting=weighting, snr_gamma=snr_gamma)
         self.path = path
 
     def forward(self, net, schedule, x0, **cond):

@@ -58,12 +58,23 @@ def test_wandb_offline_run_is_written_with_sample_images(tmp_path):
     assert (run_dir / "samples" / "step_0000002.png").is_file()
 
 
-def test_reproduce_ddpm_cifar_smoke(tmp_path):
+def _reproduce_smoke(tmp_path, *overrides):
     proc = run_cli("diffzoo.reproduce", ["ddpm_cifar10", "--smoke", f"paths.cache_dir={tmp_path / 'cache'}",
-                                         f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=900)
+                                         f"run_dir={tmp_path / 'run'}", *overrides], cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SYNTHETIC" in proc.stdout and "EFLOP" in proc.stdout
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_reproduce_ddpm_cifar_smoke_at_a_cpu_test_width(tmp_path):
+    """The recipe's pipeline (synthetic data, cost estimate, 4 steps, metrics) with a narrow U-Net."""
+    metrics = _reproduce_smoke(tmp_path, "net.base_channels=32", "net.num_res_blocks=1")
+    assert metrics["step"] == 4 and metrics["num_parameters"] < 35_746_307
+
+
+@pytest.mark.slow  # the paper-size U-Net (35.7M) for 4 CPU steps: ~45-80 s
+def test_reproduce_ddpm_cifar_smoke(tmp_path):
+    metrics = _reproduce_smoke(tmp_path)
     assert metrics["step"] == 4 and metrics["num_parameters"] == 35_746_307
 
 
