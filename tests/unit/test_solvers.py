@@ -20,7 +20,7 @@ from diffzoo.guidance import ClassifierFreeGuidance
 from diffzoo.samplers import SAMPLERS, SamplerSpec, ddim, sample_indices
 from diffzoo.samplers.dpm_solver import singlestep_orders
 from diffzoo.samplers.dpm_solver_pp import _ode_step
-from diffzoo.samplers.grids import GRIDS, grid_objective, karras_sigmas, optimized_sigmas, sigma_tilde, solver_grid
+from diffzoo.samplers.grids import GRIDS, auto_grid, grid_objective, karras_sigmas, optimized_sigmas, sigma_tilde, solver_grid
 from diffzoo.samplers.solver_api import level, time_of_lambda
 from diffzoo.samplers.unipc import _update
 from diffzoo.schedules import VESDE, VPSDE, DiscreteSchedule, linear_betas
@@ -327,6 +327,19 @@ def test_solvers_start_below_the_top_of_rectified_flow(name):
             assert abs(float(out.mean()) - MU) < 4 * S / 16 and abs(float(out.std()) - S) < 4 * S / math.sqrt(2 * 256)
             return
         steps = nfe // 2 if name in ("edm_heun", "dpmpp_2s") else nfe
-        t_last = solver_grid(process, steps, spec.describe()["grid"])[-1]
+        t_last = solver_grid(process, steps, auto_grid(process, "trailing") if spec.describe()["grid"] == "auto"
+                             else spec.describe()["grid"])[-1]
         errors.append(float((out - gaussian_target(process, x_T, t_top, t_last)).abs().max()))
     assert errors[1] < 0.6 * errors[0] and errors[1] < 3e-2, errors  # first order halves the error; higher more
+
+
+def test_heun_auto_grid_is_edms_own_on_variance_exploding_processes():
+    """``edm_heun``'s default grid: EDM eq. 5 (ρ = 7) on EDM's process and the VE SDE, ``trailing`` on a
+    DDPM table (the only grid stable at NFE 5 there), a σ ladder's own levels."""
+    from diffzoo.samplers.edm import _plan_heun
+    from diffzoo.schedules import EDMProcess
+
+    for process, expected in ((EDMProcess(), "karras"), (VESDE(), "karras"), (DDPM, "trailing"), (VPSDE(), "trailing"),
+                              (SigmaLadder(sigma_max=3.0, sigma_min=0.01, L=10), "logsnr")):
+        assert auto_grid(process, "trailing") == expected, type(process).__name__
+        assert _plan_heun(process, 9).grid == sorted(solver_grid(process, 5, expected))

@@ -6,7 +6,8 @@ EDM writes the probability-flow ODE in the noise level σ of ``x = x₀ + σ ε`
 ``x̃ = x/α``, ``σ̃ = σ/α`` (EDM §2 and App. C, "scaling" s(t) = α): the solvers run on ``x̃`` and read
 ``D(x̃; σ̃) = x̂₀(α x̃, t(σ̃))`` from the denoiser, with ``t(σ̃)`` the process time of that level
 (:meth:`~diffzoo.schedules.process.GaussianProcess.t_of_lambda`, λ = −log σ̃). The levels are
-``sampler.grid`` (:mod:`~diffzoo.samplers.grids`, ``karras`` by default: EDM eq. 5, ρ = 7) followed by
+``sampler.grid`` (:mod:`~diffzoo.samplers.grids`; by default ``optimized`` for Euler and ``auto`` for
+Heun — EDM eq. 5's ρ = 7 grid on EDM / VE processes, ``trailing`` on DDPM / VP ones) followed by
 σ̃ = 0; the last step is a plain Euler step to σ̃ = 0, which returns ``D`` (Algorithm 1, line 6: no
 correction at σ_{i+1} = 0).
 
@@ -29,15 +30,22 @@ import torch
 from ..denoisers import Denoiser
 from ..utils.progress import track
 from ..utils.random import GeneratorLike, randn_like
-from .grids import solver_grid
+from .grids import auto_grid, solver_grid
 from .plan import Counter, SamplingPlan
 from .solver_api import budget_of, check_denoiser, levels_of, solver_function, time_of_lambda
 
 __all__ = ["edm_euler", "edm_heun"]
 
 
+# Heun's grid where none is named: EDM's own on variance-exploding processes (EDM, VE), "trailing" on
+# the DDPM table of the benchmark, the only grid on which Heun is stable at NFE 5 (conf/sampler/edm_heun.yaml).
+HEUN_VP_GRID = "trailing"
+
+
 def _levels(process, steps: int | None, heun: bool, grid: str, rho: float) -> list[float]:
     n = budget_of(process, steps)
+    if grid == "auto":
+        grid = auto_grid(process, HEUN_VP_GRID if heun else "optimized")
     return solver_grid(process, (n + 1) // 2 if heun else n, grid, rho)
 
 
@@ -46,7 +54,7 @@ def _plan_euler(process, steps: int | None = None, grid: str = "optimized", rho:
     return SamplingPlan(sorted(times), len(times))
 
 
-def _plan_heun(process, steps: int | None = None, grid: str = "trailing", rho: float = 7.0, **_) -> SamplingPlan:
+def _plan_heun(process, steps: int | None = None, grid: str = "auto", rho: float = 7.0, **_) -> SamplingPlan:
     times = _levels(process, steps, True, grid, rho)
     return SamplingPlan(sorted(set(times)), 2 * len(times) - 1)
 
@@ -114,7 +122,7 @@ def _euler(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, *, g
                 s_noise=s_noise, generator=generator, callback=callback, progress=progress)
 
 
-def _heun(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, *, grid: str = "trailing", rho: float = 7.0,
+def _heun(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, *, grid: str = "auto", rho: float = 7.0,
           s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
           generator: GeneratorLike = None, callback: Callable[[dict], None] | None = None,
           progress: bool = False) -> torch.Tensor:

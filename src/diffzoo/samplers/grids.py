@@ -36,7 +36,7 @@ from ..schedules import DiscreteSchedule
 from ..schedules.ladder import SigmaLadder
 from .solver_api import SIGMA_TILDE_MAX, SIGMA_TILDE_MIN, bottom_time, memo, top_time
 
-__all__ = ["GRIDS", "solver_grid", "sigma_tilde", "top_time", "bottom_time", "SIGMA_TILDE_MAX", "SIGMA_TILDE_MIN", "karras_sigmas", "optimized_sigmas", "grid_objective",
+__all__ = ["GRIDS", "solver_grid", "auto_grid", "sigma_tilde", "top_time", "bottom_time", "SIGMA_TILDE_MAX", "SIGMA_TILDE_MIN", "karras_sigmas", "optimized_sigmas", "grid_objective",
            "CALIBRATION_SCALES"]
 
 GRIDS = ("linspace", "leading", "trailing", "quadratic", "logsnr", "karras", "optimized")
@@ -163,6 +163,17 @@ def solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) -> 
     if grid not in GRIDS:
         raise ValueError(f"sampler.grid must be one of {list(GRIDS)}; got {grid!r}")
     return list(memo(process, ("grid", steps, grid, float(rho)), lambda: tuple(_solver_grid(process, steps, grid, rho))))
+
+
+def auto_grid(process, vp_default: str) -> str:
+    """``sampler.grid=auto``: EDM's ρ-spaced grid (eq. 5) where the process explodes in variance (α ≡ 1:
+    EDM's process, the VE SDE — the setting EDM's Table 1 and Algorithm 1 use), a σ ladder's own levels
+    (``logsnr``), and ``vp_default`` for a process whose signal decays (DDPM tables, VP / sub-VP)."""
+    if isinstance(process, SigmaLadder):
+        return "logsnr"
+    a_hi, _ = process.alpha_sigma(top_time(process))
+    a_lo, _ = process.alpha_sigma(bottom_time(process))
+    return "karras" if a_hi == 1.0 and a_lo == 1.0 else vp_default
 
 
 def _solver_grid(process, steps: int, grid: str = "logsnr", rho: float = 7.0) -> list[float]:
