@@ -343,3 +343,14 @@ def test_heun_auto_grid_is_edms_own_on_variance_exploding_processes():
                               (SigmaLadder(sigma_max=3.0, sigma_min=0.01, L=10), "logsnr")):
         assert auto_grid(process, "trailing") == expected, type(process).__name__
         assert _plan_heun(process, 9).grid == sorted(solver_grid(process, 5, expected))
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_plan_announces_the_grid_the_sampler_walks(name):
+    """With every option at its default, the times a solver reports are the grid its plan announced."""
+    den = mixture_denoiser(MIXTURE, DDPM, conditional=False)
+    spec = SamplerSpec(name, 10)
+    times = []
+    spec(den, torch.randn(8, 2, generator=torch.Generator().manual_seed(0)), generator=torch.Generator().manual_seed(1),
+         callback=lambda d: times.append(float(d["t"])))
+    assert set(times) <= set(spec.plan(DDPM).grid) and max(times) == max(spec.plan(DDPM).grid), name

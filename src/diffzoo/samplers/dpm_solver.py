@@ -156,7 +156,7 @@ def _singlestep(denoiser: Denoiser, x_T: torch.Tensor, steps, *, data_prediction
 
 
 def _dpm_solver(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, *, order: int = 3, fast: bool = True,
-                grid: str = "optimized", rho: float = 7.0, generator: GeneratorLike = None,
+                grid: str = "logsnr", rho: float = 7.0, generator: GeneratorLike = None,
                 callback: Callable[[dict], None] | None = None, progress: bool = False) -> torch.Tensor:
     """DPM-Solver, singlestep, noise prediction (Lu et al. 2022a; module docstring): ``x_T`` ``[B, …]`` →
     ``x_0`` ``[B, …]`` in ``steps`` evaluations.
@@ -179,7 +179,7 @@ def _dpmpp_2s(denoiser: Denoiser, x_T: torch.Tensor, steps: int | None = None, *
                        callback=callback, progress=progress, name="dpmpp_2s")
 
 
-def _plan_2s(process, steps=None, grid="logsnr", rho=7.0, **_) -> SamplingPlan:
+def _plan_2s(process, steps=None, grid="optimized", rho=7.0, **_) -> SamplingPlan:
     return _plan(process, steps, order=2, fast=False, grid=grid, rho=rho)
 
 
