@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from . import config as _config  # noqa: F401  (registers resolvers)
 from .errors import ConfigError, run_reporting_errors
-from .sampler_tables import TableCell, evaluate_cells, grid_markdown, plot_rows
+from .sampler_tables import TableCell, table_out_dir, table_setup, evaluate_cells, grid_markdown, plot_rows
 
 __all__ = ["TableRow", "table_rows", "ddim_table", "format_markdown", "plot_table", "main"]
 
@@ -83,20 +83,11 @@ def ddim_sampler(row: TableRow, steps: int, skip: str, clip_x0: bool | None):
     return SamplerSpec("ddim", steps, eta=row.eta, skip=skip, clip_x0=clip_x0, sigma_hat=row.sigma_hat)
 
 
-def _out_dir(cfg: DictConfig) -> Path:
-    from .runtime import run_dir_of
-
-    if cfg.get("out"):
-        return Path(cfg.out).expanduser().resolve()
-    return run_dir_of(cfg.ckpt_path) / "ddim_table" / f"n{cfg.n}_seed{cfg.seed}_{'ema' if cfg.use_ema else 'raw'}"
-
-
 def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     """Fill the table configured by ``cfg`` (``conf/ddim_table.yaml``); write ``table.md``,
     ``table.json`` and the plots; return what ``table.json`` holds plus the output paths."""
     from .lit.build import load_module
     from .metrics.naming import LIKELIHOOD_METRICS
-    from .metrics.pipeline import EvalSetup
     from .runtime import device_of
     from .utils.io import write_json_atomic
 
@@ -109,13 +100,8 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     if not hasattr(module, "denoiser"):
         raise ConfigError(f"{cfg.ckpt_path} holds a {type(module).__name__}: the DDIM table samples a diffusion or score model")
     steps = _validate(cfg, module.schedule.default_steps)
-    setup = EvalSetup(
-        n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
-        extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split, reference_n=cfg.reference.n,
-        kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size), classifier_epochs=cfg.classifier.epochs,
-        gather_images=bool(cfg.save_samples), progress=False,
-    )
-    out = _out_dir(cfg)
+    setup = table_setup(cfg)
+    out = table_out_dir(cfg, "ddim_table")
     out.mkdir(parents=True, exist_ok=True)
     grid = [TableCell(row.key, row.label, s, ddim_sampler(row, s, cfg.skip, cfg.clip_x0), {"eta": row.eta, "sigma_hat": row.sigma_hat})
             for row in rows for s in steps]

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config as _config  # noqa: F401  (registers resolvers)
 from .errors import ConfigError, run_reporting_errors
-from .sampler_tables import TableCell, evaluate_cells, grid_markdown, plot_rows
+from .sampler_tables import TableCell, table_out_dir, table_setup, evaluate_cells, grid_markdown, plot_rows
 
 __all__ = ["nfe_table", "table_rows", "format_markdown", "main"]
 
@@ -77,20 +77,11 @@ def _budgets(cfg: DictConfig) -> list[int]:
     return budgets
 
 
-def _out_dir(cfg: DictConfig) -> Path:
-    from .runtime import run_dir_of
-
-    if cfg.get("out"):
-        return Path(cfg.out).expanduser().resolve()
-    return run_dir_of(cfg.ckpt_path) / "nfe_table" / f"n{cfg.n}_seed{cfg.seed}_{'ema' if cfg.use_ema else 'raw'}"
-
-
 def nfe_table(cfg: DictConfig) -> dict[str, Any]:
     """Fill the table configured by ``cfg`` (``conf/nfe_table.yaml``); write ``table.md``, ``table.json``
     and the plots; return what ``table.json`` holds plus the output paths."""
     from .lit.build import load_module
     from .metrics.naming import LIKELIHOOD_METRICS
-    from .metrics.pipeline import EvalSetup
     from .runtime import device_of
     from .samplers import SamplerSpec
     from .utils.io import write_json_atomic
@@ -112,13 +103,8 @@ def nfe_table(cfg: DictConfig) -> dict[str, Any]:
             except ValueError as err:  # e.g. more steps than a discrete schedule has, or an adaptive solver
                 raise ConfigError(f"samplers: {label} at nfe={budget} does not fit {cfg.ckpt_path}: {err}") from None
             grid.append(TableCell(key, label, budget, spec, {"sampler": spec.describe()}))
-    setup = EvalSetup(
-        n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
-        extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split, reference_n=cfg.reference.n,
-        kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size), classifier_epochs=cfg.classifier.epochs,
-        gather_images=bool(cfg.save_samples), progress=False,
-    )
-    out = _out_dir(cfg)
+    setup = table_setup(cfg)
+    out = table_out_dir(cfg, "nfe_table")
     out.mkdir(parents=True, exist_ok=True)
     cells = evaluate_cells(module, module.run_config["data"], setup, grid, cfg.paths.cache_dir, out,
                            save_samples=bool(cfg.save_samples), progress=bool(cfg.progress), description="NFE table")

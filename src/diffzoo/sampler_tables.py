@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-__all__ = ["TableCell", "evaluate_cells", "cell_of", "grid_markdown", "plot_rows"]
+__all__ = ["TableCell", "table_setup", "table_out_dir", "evaluate_cells", "cell_of", "grid_markdown", "plot_rows"]
 
 
 class TableCell(NamedTuple):
@@ -28,6 +28,28 @@ class TableCell(NamedTuple):
     steps: int
     spec: Any
     extra: dict
+
+
+def table_setup(cfg):
+    """The :class:`~diffzoo.metrics.pipeline.EvalSetup` of a sampler table's config (``n``, ``metrics``,
+    ``seed``, ``batch_size``, ``use_ema``, the feature extractor and reference; ``sampler`` is per cell)."""
+    from .metrics.pipeline import EvalSetup
+
+    return EvalSetup(
+        n=int(cfg.n), metrics=tuple(cfg.metrics), seed=int(cfg.seed), batch_size=int(cfg.batch_size), use_ema=bool(cfg.use_ema),
+        extractor=cfg.extractor, backend=cfg.backend, reference_split=cfg.reference.split, reference_n=cfg.reference.n,
+        kid_subsets=int(cfg.kid.subsets), kid_subset_size=int(cfg.kid.subset_size), classifier_epochs=cfg.classifier.epochs,
+        gather_images=bool(cfg.save_samples), progress=False,
+    )
+
+
+def table_out_dir(cfg, folder: str) -> Path:
+    """``cfg.out``, or ``<run_dir>/<folder>/n<n>_seed<s>_<ema|raw>`` next to the checkpoint."""
+    from .runtime import run_dir_of
+
+    if cfg.get("out"):
+        return Path(cfg.out).expanduser().resolve()
+    return run_dir_of(cfg.ckpt_path) / folder / f"n{cfg.n}_seed{cfg.seed}_{'ema' if cfg.use_ema else 'raw'}"
 
 
 def evaluate_cells(module, data_cfg, setup, cells: Sequence[TableCell], cache_dir, out: Path, *, save_samples: bool,

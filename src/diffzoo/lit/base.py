@@ -11,6 +11,7 @@ import torch
 
 from ..denoisers import Denoiser
 from ..errors import ConfigError
+from ..optim.ema import EMA
 from ..samplers import SamplerSpec
 from ..utils.random import GeneratorLike, derive_seed
 
@@ -138,6 +139,22 @@ class GenerativeModule(DiffzooModule):
 
     PARTS = ("net", "schedule", "objective", "sampler", "optimizer", "lr_scheduler", "ema")
     sampler: SamplerSpec
+
+    def _set_parts(self, net, schedule, objective, optimizer, lr_scheduler, ema_decay: float | None, ema_warmup: bool,
+                   data_shape, seed: int, conditional: bool) -> None:
+        """Set what every generative module keeps of its config parts (:class:`DiffzooModule`'s contract):
+        the network, its forward process and objective, the optimizer / scheduler partials, the weight EMA
+        (none for ``ema_decay=None``), one sample's shape (the network's own when not given), the seed
+        and whether the network takes the class label."""
+        self.net = net
+        self.schedule = schedule
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
+        self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
+        self.seed = seed
+        self.conditional = conditional
 
     def _set_sampler(self, sampler) -> None:
         """Store the sampler as a :class:`SamplerSpec` (a stored ``_partial_`` of an earlier version

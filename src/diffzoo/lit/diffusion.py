@@ -9,7 +9,6 @@ from torch import nn
 
 from ..denoisers import Denoiser
 from ..errors import ConfigError
-from ..optim.ema import EMA
 from ..schedules.discrete import DiscreteSchedule
 from .base import GenerativeModule
 
@@ -59,15 +58,7 @@ class DiffusionModule(GenerativeModule):
         cond_drop_prob: float = 0.0,
     ):
         super().__init__()
-        self.net = net
-        self.schedule = schedule
-        self.objective = objective
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
-        self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
-        self.seed = seed
-        self.conditional = conditional
+        self._set_parts(net, schedule, objective, optimizer, lr_scheduler, ema_decay, ema_warmup, data_shape, seed, conditional)
         self.cond_drop_prob = float(cond_drop_prob)
         self.prediction = getattr(objective, "prediction", "eps")  # the one source: the objective's target
         if self.prediction not in ("eps", "x0", "v"):

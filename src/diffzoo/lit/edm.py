@@ -17,7 +17,6 @@ from torch import nn
 
 from ..denoisers import Denoiser
 from ..errors import ConfigError
-from ..optim.ema import EMA
 from ..parameterization.edm import EDMPreconditioning, Preconditioned
 from .base import GenerativeModule
 
@@ -59,16 +58,8 @@ class EDMModule(GenerativeModule):
         if not (torch.equal(schedule.alpha(probe), torch.ones_like(probe)) and torch.equal(schedule.sigma(probe), probe)):
             raise ConfigError(f"model=edm needs the forward process of EDM (alpha = 1, sigma(t) = t): set schedule=edm, "
                               f"not {type(schedule).__name__}")
-        self.net = net
-        self.schedule = schedule
-        self.objective = objective
+        self._set_parts(net, schedule, objective, optimizer, lr_scheduler, ema_decay, ema_warmup, data_shape, seed, conditional)
         self.precond = EDMPreconditioning(sigma_data)
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
-        self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
-        self.seed = seed
-        self.conditional = conditional
         self._set_sampler(sampler)
 
     def _cond(self, batch: dict) -> dict:

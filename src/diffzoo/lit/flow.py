@@ -20,7 +20,6 @@ from torch import nn
 
 from ..denoisers import Denoiser
 from ..errors import ConfigError
-from ..optim.ema import EMA
 from ..samplers import SamplerSpec
 from ..samplers.reflow import ReflowPairs, draw_pairs, save_pairs
 from ..utils.random import derive_seed
@@ -68,15 +67,7 @@ class FlowModule(GenerativeModule):
         reflow_batch_size: int = 500,
     ):
         super().__init__()
-        self.net = net
-        self.schedule = schedule
-        self.objective = objective
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
-        self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
-        self.seed = seed
-        self.conditional = conditional
+        self._set_parts(net, schedule, objective, optimizer, lr_scheduler, ema_decay, ema_warmup, data_shape, seed, conditional)
         self._set_sampler(sampler)
         self.reflow_at = None if reflow_at is None else int(reflow_at)
         if self.reflow_at is not None:

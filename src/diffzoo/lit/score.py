@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from ..denoisers import Denoiser, ScoreFnView
-from ..optim.ema import EMA
 from ..parameterization.data_scaling import DATA_TRANSFORMS, DataScaling, DataTransform
 from ..parameterization.score import ScoreParameterization
 from .base import GenerativeModule
@@ -75,17 +74,9 @@ class ScoreModule(GenerativeModule):
         parameterization.check(net, schedule, conditional)
         if hasattr(objective, "check_schedule"):
             objective.check_schedule(schedule)
-        self.net = net
-        self.schedule = schedule
-        self.objective = objective
+        self._set_parts(net, schedule, objective, optimizer, lr_scheduler, ema_decay, ema_warmup, data_shape, seed, conditional)
         self.parameterization = parameterization
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
         self.data_transform = data_transform
-        self.data_shape = tuple(data_shape) if data_shape is not None else self._shape_from_net(net)
-        self.seed = seed
-        self.conditional = conditional
         self._set_sampler(sampler)
 
     # ------------------------------------------------------------------ data scaling
