@@ -17,36 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import GROUPNORM_EPS, AttentionBlock, GroupNorm32, _norm, _zero
 from .embeddings import sinusoidal_embedding
+from .text_attention import ContextAttentionBlock, CrossAttentionBlock, check_text_args
 
-__all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample", "EmbedSequential", "build_encoder"]
-
-GROUPNORM_EPS = 1e-6  # the TF ``group_norm`` default used by the DDPM code
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in the parameters' dtype (float32 under mixed precision), cast back after (ADM's
-    ``GroupNorm32``): under bf16 / fp16 autocast the statistics stay exact. Same parameters
-    and state dict as ``nn.GroupNorm``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.to(self.weight.dtype)).to(x.dtype)
-
-
-def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
-    return GroupNorm32(num_groups, channels, eps=GROUPNORM_EPS)
+__all__ = ["UNet", "ResBlock", "AttentionBlock", "Downsample", "Upsample", "EmbedSequential", "build_encoder",
+           "GroupNorm32", "GROUPNORM_EPS"]
 
 
 def _xavier(layer: nn.Module) -> nn.Module:
     # DDPM nn.default_init: variance_scaling(1, "fan_avg", "uniform") = Xavier-uniform; zero bias.
     nn.init.xavier_uniform_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-def _zero(layer: nn.Module) -> nn.Module:
-    # DDPM init_scale=0 on the last layer of every residual branch and on the output conv.
-    nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
 
@@ -129,53 +110,19 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class AttentionBlock(nn.Module):
-    """Residual multi-head self-attention over the ``H·W`` positions (DDPM ``attn_block``).
-
-    ``x + proj(softmax(QKᵀ/√d)V)`` with ``Q, K, V`` 1×1 projections of ``GN(x)`` and ``d``
-    the width of a head (Vaswani et al. 2017, eq. 1), computed by
-    ``F.scaled_dot_product_attention``. Shapes: ``[B, C, H, W] → [B, C, H, W]``.
-    """
-
-    def __init__(self, channels: int, num_heads: int = 1, num_groups: int = 32):
-        super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"AttentionBlock: {channels} channels do not split into {num_heads} heads")
-        self.num_heads = num_heads
-        self.norm = _norm(channels, num_groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        for w in self.qkv.weight.data.chunk(3):  # DDPM initialises q, k, v as separate layers
-            nn.init.xavier_uniform_(w)
-        nn.init.zeros_(self.qkv.bias)
-        self.proj_out = _zero(nn.Conv2d(channels, channels, 1))
-
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x`` ``[B, C, H, W]`` → ``q, k, v``, each ``[B, heads, H·W, C / heads]``.
-
-        The 1×1 convolution is applied as a matrix product over the positions (same weights,
-        same result): faster than a 1×1 conv on small maps, and it leaves each head's features
-        contiguous, which the fused attention kernels need."""
-        B, C, H, W = x.shape
-        tokens = self.norm(x).reshape(B, C, H * W).transpose(1, 2)  # [B, H·W, C]
-        qkv = F.linear(tokens, self.qkv.weight.view(3 * C, C), self.qkv.bias)  # [B, H·W, 3C]
-        qkv = qkv.view(B, H * W, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(dim=0)
-        return q, k, v
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        h = F.scaled_dot_product_attention(*self.qkv_heads(x))  # [B, heads, H·W, d]
-        h = h.transpose(1, 2).reshape(B, H * W, C)  # heads concatenated per position
-        out = F.linear(h, self.proj_out.weight.view(C, C), self.proj_out.bias)  # the 1×1 proj_out
-        return x + out.transpose(1, 2).reshape(B, C, H, W)
-
-
 class EmbedSequential(nn.Sequential):
-    """A sequence of layers in which the :class:`ResBlock` ones also receive ``emb``."""
+    """A sequence of layers in which the :class:`ResBlock` ones also receive ``emb`` and the text
+    attention ones (``takes_context``, :mod:`diffzoo.networks.text_attention`) the text context."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif getattr(layer, "takes_context", False):
+                x = layer(x, context, context_mask)
+            else:
+                x = layer(x)
         return x
 
 
@@ -199,12 +146,15 @@ def build_encoder(
     resblock_updown: bool,
     block: Callable[..., ResBlock],
     attention: Callable[[int], AttentionBlock],
+    cross_attention: Callable[[int], nn.Module] | None = None,
+    cross_attention_resolutions: Sequence[int] = (),
 ) -> Encoder:
     """conv_in, then per level ``num_res_blocks`` ResBlocks (each followed by attention at the
     resolutions in ``attention_resolutions``) and a downsampler (a strided conv, or a "down"
     ResBlock with ``resblock_updown``) between levels — the U-Net's encoder (DDPM App. B; ADM's
     ``input_blocks``), shared with the noise-aware classifier (ADM §4.1). ``block(cin, cout,
-    resample=None)`` and ``attention(ch)`` make the layers, so both nets configure them alike."""
+    resample=None)`` and ``attention(ch)`` make the layers, so both nets configure them alike;
+    ``cross_attention(ch)`` (Imagen) follows at ``cross_attention_resolutions``."""
     ch, res = base_channels, image_size
     input_conv = _xavier(nn.Conv2d(in_channels, ch, 3, padding=1))
     skip_channels = [ch]
@@ -215,6 +165,8 @@ def build_encoder(
             ch = base_channels * mult
             if res in attention_resolutions:
                 layers.append(attention(ch))
+            if res in cross_attention_resolutions:
+                layers.append(cross_attention(ch))
             down.append(EmbedSequential(*layers))
             skip_channels.append(ch)
         if level < len(channel_mult) - 1:
@@ -253,6 +205,13 @@ class UNet(nn.Module):
             ``num_classes`` is the learned *null* class for classifier-free guidance, and
             ``y=None`` means null for the whole batch.
         use_checkpoint: recompute block activations in the backward pass (saves memory).
+        text_dim: width ``d_text`` of a text context (None: no text conditioning). The pooled
+            text vector is projected and added to the time embedding (GLIDE ``transformer_proj``).
+        text_conditioning: ``"glide"`` (the context's keys / values joined to every attention
+            block's) or ``"cross_attention"`` (Imagen: cross-attention blocks at
+            ``cross_attention_resolutions``, LayerNorm on the text states); see
+            :mod:`diffzoo.networks.text_attention`.
+        cross_attention_resolutions: feature-map sides that get cross-attention (``cross_attention``).
     """
 
     def __init__(
@@ -272,8 +231,14 @@ class UNet(nn.Module):
         resblock_updown: bool = False,
         num_classes: int | None = None,
         use_checkpoint: bool = False,
+        text_dim: int | None = None,
+        text_conditioning: str = "glide",
+        cross_attention_resolutions: Sequence[int] = (),
     ):
         super().__init__()
+        cross_attention_resolutions = tuple(int(r) for r in cross_attention_resolutions)
+        check_text_args(text_dim, text_conditioning, cross_attention_resolutions, image_size, len(channel_mult))
+        self.text_dim, self.text_conditioning = text_dim, text_conditioning
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         _check_args(
@@ -292,6 +257,9 @@ class UNet(nn.Module):
             _xavier(nn.Linear(base_channels, emb_dim)), nn.SiLU(), _xavier(nn.Linear(emb_dim, emb_dim))
         )
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.text_pool_proj = nn.Linear(text_dim, emb_dim) if text_dim else None  # GLIDE transformer_proj
+        glide = bool(text_dim) and text_conditioning == "glide"
+        xattn_res = cross_attention_resolutions if text_dim and not glide else ()
 
         def block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout=dropout, num_groups=num_groups,
@@ -299,14 +267,19 @@ class UNet(nn.Module):
 
         def attention(ch: int) -> AttentionBlock:
             heads = ch // num_head_channels if num_head_channels else num_heads
-            return AttentionBlock(ch, heads, num_groups)
+            return ContextAttentionBlock(ch, heads, num_groups, text_dim) if glide else AttentionBlock(ch, heads, num_groups)
+
+        def cross_attention(ch: int) -> CrossAttentionBlock:
+            heads = ch // num_head_channels if num_head_channels else num_heads
+            return CrossAttentionBlock(ch, heads, num_groups, text_dim)
 
         enc = build_encoder(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
-                            attention_resolutions, resblock_updown, block, attention)
+                            attention_resolutions, resblock_updown, block, attention, cross_attention, xattn_res)
         self.input_conv, self.down = enc.input_conv, enc.down
         ch, res, skip_channels = enc.channels, enc.resolution, list(enc.skip_channels)
 
-        self.mid = EmbedSequential(block(ch, ch), attention(ch), block(ch, ch))
+        mid_x = [cross_attention(ch)] if res in xattn_res else []
+        self.mid = EmbedSequential(block(ch, ch), attention(ch), *mid_x, block(ch, ch))
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
@@ -315,6 +288,8 @@ class UNet(nn.Module):
                 ch = base_channels * mult
                 if res in attention_resolutions:
                     layers.append(attention(ch))
+                if res in xattn_res:
+                    layers.append(cross_attention(ch))
                 if level > 0 and i == num_res_blocks:
                     layers.append(block(ch, ch, "up") if resblock_updown else Upsample(ch))
                     res *= 2
@@ -329,10 +304,16 @@ class UNet(nn.Module):
         """The label index meaning "no class" (classifier-free guidance), or None."""
         return self.num_classes
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``[B, in_channels, H, W]``, ``t`` float ``[B]`` (or a scalar), ``y`` int64
-        ``[B]`` labels in ``0 … num_classes`` (``num_classes`` = null) → ``[B, out_channels, H, W]``."""
+        ``[B]`` labels in ``0 … num_classes`` (``num_classes`` = null) → ``[B, out_channels, H, W]``.
+        With ``text_dim``: ``context`` ``[B, L, text_dim]`` token states, ``context_mask`` bool
+        ``[B, L]`` (True = attended; None = all) and ``pooled`` ``[B, text_dim]``; all None = no text."""
         t = self._check_inputs(x, t, y)
+        if (context is not None or pooled is not None) and self.text_pool_proj is None:
+            raise ValueError("UNet: got a text context but the network was built with text_dim=None")
         # The embedding MLP runs in float32 even under mixed precision (as ADM keeps
         # ``time_embed`` in fp32): sin/cos of large t lose their phase in bf16.
         with torch.autocast(x.device.type, enabled=False):
@@ -342,22 +323,25 @@ class UNet(nn.Module):
                 if y is None:
                     y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
                 emb = emb + self.class_embed(y)
+            if pooled is not None:  # GLIDE: emb + transformer_proj(xf_out[:, -1])
+                emb = emb + self.text_pool_proj(pooled.to(param_dtype))
         emb = emb.to(x.dtype)
+        text = (context, context_mask)
 
         h = self.input_conv(x)
         skips = [h]
         for stage in self.down:
-            h = self._run(stage, h, emb)
+            h = self._run(stage, h, emb, *text)
             skips.append(h)
-        h = self._run(self.mid, h, emb)
+        h = self._run(self.mid, h, emb, *text)
         for stage in self.up:
-            h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb)
+            h = self._run(stage, torch.cat([h, skips.pop()], dim=1), emb, *text)
         return self.out(h)
 
-    def _run(self, stage: EmbedSequential, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(self, stage: EmbedSequential, h: torch.Tensor, emb: torch.Tensor, *text) -> torch.Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():
-            return checkpoint(stage, h, emb, use_reentrant=False)
-        return stage(h, emb)
+            return checkpoint(stage, h, emb, *text, use_reentrant=False)
+        return stage(h, emb, *text)
 
     def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
