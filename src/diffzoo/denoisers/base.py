@@ -303,7 +303,10 @@ class X0Transformed(DenoiserWrapper):
 
 def _per_sample(value, batch: int, device):
     """A scalar condition (an int label, a 0-d tensor) as one value per sample ``[batch]``, so that
-    ``bind(y=3)`` serves any batch size; any other value as it is."""
+    ``bind(y=3)`` serves any batch size; a single caption ``str`` as a list of ``batch`` copies;
+    any other value as it is."""
+    if isinstance(value, str):
+        return [value] * batch
     if (isinstance(value, (int, float)) and not isinstance(value, bool)) or (torch.is_tensor(value) and value.ndim == 0):
         return torch.as_tensor(value, device=device).expand(batch)
     return value

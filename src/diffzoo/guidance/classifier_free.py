@@ -66,13 +66,13 @@ class ClassifierFreeGuided(DenoiserWrapper):
         self.scale = float(scale)
 
     def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
-        labels = check_labels(cond.get("y"), x.shape[0], "classifier-free guidance").to(x.device)
-        cond = {**cond, "y": labels}
+        if "y" in self.inner.null_cond:
+            labels = check_labels(cond.get("y"), x.shape[0], "classifier-free guidance").to(x.device)
+            cond = {**cond, "y": labels}
         if self.scale == 0:  # (1 + 0)·ε(x, c) − 0·ε(x, ∅): the conditional model alone
             return self.inner.predict(x, t, **cond)
         B = x.shape[0]
-        both = {k: torch.cat([v, torch.full_like(v, self.inner.null_cond[k])]) if k in self.inner.null_cond else
-                torch.cat([v, v]) for k, v in cond.items()}
+        both = {k: _doubled(v, self.inner.null_cond.get(k, _SAME), B) for k, v in cond.items()}
         t2 = t if isinstance(t, (int, float)) else torch.cat([torch.as_tensor(t).expand(B)] * 2)
         out = self.inner.predict(torch.cat([x, x]), t2, **both)
         eps = (1 + self.scale) * out.eps[:B] - self.scale * out.eps[B:]  # CFG eq. 6
@@ -84,3 +84,16 @@ class ClassifierFreeGuided(DenoiserWrapper):
 
     def with_x0_transform(self, transform) -> Denoiser:
         return X0Transformed(self, transform)
+
+
+_SAME = object()  # a condition without a null value: both halves get the same one
+
+
+def _doubled(value, null, batch: int):
+    """A condition for the batch ``[x; x]``: ``[c; ∅]`` (or ``[c; c]`` without a null value). Tensors are
+    concatenated, a caption list (``text``, a single caption repeated per sample) extended."""
+    if isinstance(value, str):
+        value = [value] * batch
+    if isinstance(value, (list, tuple)):
+        return list(value) + ([null] * len(value) if null is not _SAME else list(value))
+    return torch.cat([value, torch.full_like(value, null) if null is not _SAME else value])

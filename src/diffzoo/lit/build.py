@@ -13,7 +13,8 @@ from ..errors import CheckpointError, ConfigError
 __all__ = ["build_module", "load_module", "ALL_PARTS", "parts_of"]
 
 # Config groups instantiated separately and handed to the model class that takes them (its PARTS).
-ALL_PARTS = ("net", "schedule", "objective", "sampler", "optimizer", "lr_scheduler", "ema", "parameterization")
+ALL_PARTS = ("net", "schedule", "objective", "sampler", "optimizer", "lr_scheduler", "ema", "parameterization",
+             "text_encoder")
 
 
 def parts_of(model_cfg) -> tuple[str, ...]:
@@ -28,7 +29,7 @@ def parts_of(model_cfg) -> tuple[str, ...]:
 def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None):
     """Instantiate the parts the model class takes (its ``PARTS``: ``cfg.net``, ``cfg.schedule`` — the
     forward process —, ``cfg.objective``, ``cfg.sampler``, ``cfg.optimizer``, ``cfg.lr_scheduler``,
-    ``cfg.ema`` (``{decay, warmup}``), ``cfg.parameterization``) and pass them to ``cfg.model``, with
+    ``cfg.ema`` (``{decay, warmup}``), ``cfg.parameterization``, ``cfg.text_encoder``) and pass them to ``cfg.model``, with
     ``data_shape`` and ``seed``. A part set in the config that the class does not take is an error
     naming it (a classifier has no sampler); the network is checked against the data shape.
     Configs written before the optimizer, EMA and parameterisation had groups of their own hold them
