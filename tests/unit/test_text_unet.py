@@ -223,6 +223,7 @@ def test_denoiser_with_text_and_cfg(make, mode):
         torch.testing.assert_close(one, den.predict(x, t, text=[text[0]] * 3).eps)
         uncond = den.predict(x, t, text=[""] * 3).eps
         assert (cond - uncond).abs().max() > 1e-4
+        torch.testing.assert_close(den.predict(x, t).eps, uncond)  # no caption = the empty caption
         # CFG eq. 6 with the project's weight w: (1 + w)·ε_c − w·ε_∅; w = 0 is the conditional model
         torch.testing.assert_close(ClassifierFreeGuidance(0.0).wrap(den).predict(x, t, text=text).eps, cond)
         guided = ClassifierFreeGuidance(2.0).wrap(den).predict(x, t, text=text).eps  # one batched [c; ∅] pass

@@ -124,14 +124,14 @@ class TextDiffusionModule(DiffusionModule):
     # ------------------------------------------------------------------ sampling
     def denoiser(self, use_ema: bool = True) -> Denoiser:
         """The network (and a trained encoder; EMA weights by default) as a :class:`Denoiser` taking
-        the condition ``text`` (``list[str]`` of length B, or one ``str`` bound for every sample);
+        the condition ``text`` (``list[str]`` of length B, or one ``str`` for every sample; none = "");
         with caption dropout its ``null_cond`` is ``{"text": ""}`` (classifier-free guidance)."""
         net = self.ema.shadow if (use_ema and self.ema is not None) else self.net
         encoder = self.text_ema.shadow if (use_ema and self.text_ema is not None) else self.text_encoder
 
         def net_fn(x: torch.Tensor, tau: torch.Tensor, text: Sequence[str] | str | None = None) -> torch.Tensor:
-            if text is None:
-                return net(x, tau)
+            if text is None:  # no caption: the empty one, the unconditional input the model was trained on
+                text = EMPTY_CAPTION
             captions = [text] * x.shape[0] if isinstance(text, str) else list(text)
             if len(captions) != x.shape[0]:
                 raise ValueError(f"text: got {len(captions)} captions for a batch of {x.shape[0]}")
