@@ -25,7 +25,13 @@ from ..denoisers import Denoiser
 from ..optim.ema import EMA
 from .diffusion import DiffusionModule
 
-__all__ = ["TextDiffusionModule"]
+__all__ = ["TextDiffusionModule", "data_tokenizer"]
+
+
+def data_tokenizer(data):
+    """The caption tokenizer of a captioned data module (``model.tokenizer`` of a config: built
+    without loading data, so a checkpoint rebuilt from its config tokenizes captions as in training)."""
+    return data.tokenizer
 
 
 class TextDiffusionModule(DiffusionModule):
@@ -57,11 +63,11 @@ class TextDiffusionModule(DiffusionModule):
         self.text_encoder = text_encoder
         self.caption_drop_prob = float(caption_drop_prob)
         self.trainable_text = bool(getattr(text_encoder, "trainable", True))
+        if tokenizer is not None:
+            text_encoder.set_tokenizer(tokenizer)  # before the EMA copy is made, so both have it
         ema_decay = self.ema.decay if self.ema is not None else None
         self.text_ema = (EMA(text_encoder, decay=ema_decay, warmup=self.ema.warmup)
                          if self.trainable_text and ema_decay is not None else None)
-        if tokenizer is not None:
-            text_encoder.set_tokenizer(tokenizer)
 
     # ------------------------------------------------------------------ parts
     def setup(self, stage: str) -> None:
