@@ -192,7 +192,7 @@ def _glide_count(vocab: int, ctx: int, w: int, layers: int) -> int:
     ],
 )
 def test_glide_parameter_counts_on_meta(name, w, layers, emb_width, expected_m):
-    cfg = compose_config("train", [f"+text_encoder={name}"]).text_encoder
+    cfg = compose_config("train", [f"text_encoder={name}"]).text_encoder
     with torch.device("meta"):
         enc = instantiate(cfg)
     n = sum(p.numel() for p in enc.parameters())
@@ -204,9 +204,9 @@ def test_glide_parameter_counts_on_meta(name, w, layers, emb_width, expected_m):
 
 
 def test_text_encoder_configs_compose():
-    cpu = instantiate(compose_config("train", ["+text_encoder=glide_transformer"]).text_encoder)
+    cpu = instantiate(compose_config("train", ["text_encoder=glide_transformer"]).text_encoder)
     assert isinstance(cpu, GlideTextTransformer) and cpu.trainable
-    t5 = compose_config("train", ["+text_encoder=t5_local", "text_encoder.path=/nonexistent"]).text_encoder
+    t5 = compose_config("train", ["text_encoder=t5_local", "text_encoder.path=/nonexistent"]).text_encoder
     if _importable("transformers"):
         from hydra.errors import InstantiationException
 

@@ -11,8 +11,6 @@ settings and the training setup; a missing file is retrained on demand.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.shapes import SHAPES_ATTRIBUTES, render_scenes, sample_scenes
+from ..utils.io import save_with_card
 from ..utils.random import derive_seed
 from .data import stable_hash
 
@@ -146,11 +145,7 @@ def train_shapes_attribute_classifier(cache_dir=None, image_size: int = 16, supe
     path = shapes_classifier_path(cache_dir or ".", image_size, supersample, seed, steps, batch_size, lr)
     card = AttributeCard(path.stem, image_size, supersample, seed, steps, batch_size, accuracy, n_test, net.hparams())
     if cache_dir is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": net.state_dict(), "card": asdict(card)}, tmp)
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(asdict(card), indent=2))
+        save_with_card(path, net.state_dict(), asdict(card))
     if verbose:
         worst = min(accuracy, key=accuracy.get)
         print(f"trained shapes attribute classifier: lowest test accuracy {accuracy[worst]:.4f} ({worst}) on {n_test} fresh renders")

@@ -12,8 +12,6 @@ seed, epochs); a missing file is retrained on demand (:func:`load_or_train_class
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.io import save_with_card
 from ..utils.random import derive_seed
 from .data import build_datamodule, data_identity, dataset_name, load_split, stable_hash
 
@@ -151,11 +150,7 @@ def train_classifier(
         test_accuracy=_accuracy(net, test.x, test.y), n_train=len(train.x), n_test=len(test.x),
         data=data_identity(data_cfg), hparams=net.hparams(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": net.state_dict(), "card": asdict(card)}, tmp)
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(asdict(card), indent=2))
+    save_with_card(path, net.state_dict(), asdict(card))
     if verbose:
         print(f"trained {dm.name} feature classifier: test accuracy {card.test_accuracy:.4f} "
               f"({card.n_test} held-out images, {n_epochs} epochs) -> {path}")
