@@ -33,7 +33,7 @@ from torch import nn
 
 from ..utils.random import GeneratorLike, randn
 from ..utils.tensors import bcast
-from .process import GaussianProcess, PosteriorStep
+from .process import GaussianProcess
 
 __all__ = ["RectifiedFlow", "alpha_sigma_derivatives", "flow_from", "x0_eps_from_flow"]
 
@@ -106,24 +106,12 @@ class RectifiedFlow(nn.Module, GaussianProcess):
                          "sampler=flow_euler | flow_heun | flow_rk45 (its ODE), ddim or ddpm")
 
     # ------------------------------------------------------------------ the posterior, safe at both ends
-    def posterior(self, t: float, s: float | None) -> PosteriorStep:
-        """``q(x_s | x_t, x₀)`` for ``s < t`` (see :meth:`GaussianProcess.posterior`), written without
-        logarithms so that it holds at ``t = 1`` (α = 0) and ``s = 0`` (σ = 0): with
-        ``r = α_t σ_s / (α_s σ_t)``, ``σ²_{t|s}/σ_t² = 1 − r²`` (VDM eqs. 3 and 6)."""
-        a_t, s_t = self.alpha_sigma(float(t))
-        if s is None:
-            return PosteriorStep(1.0, 0.0, 0.0, s_t * s_t, a_t, s_t, 1.0, 0.0)
-        a_s, s_s = self.alpha_sigma(float(s))
+    def _transition_fraction(self, a_t: float, s_t: float, a_s: float, s_s: float) -> float:
+        """``σ²_{t|s}/σ_t² = 1 − r²`` with ``r = α_t σ_s / (α_s σ_t)`` (VDM eqs. 3 and 6), written without
+        logarithms so that :meth:`GaussianProcess.posterior` holds at ``t = 1`` (α = 0) and ``s = 0`` (σ = 0)."""
         if not (s_t > 0 and a_s > 0):
-            raise ValueError(f"posterior needs 0 ≤ s < t ≤ 1, got t={t}, s={s}")
-        shrink = 1.0 - (a_t * s_s / (a_s * s_t)) ** 2
-        return PosteriorStep(
-            coef_x0=a_s * shrink,
-            coef_xt=(a_t / a_s) * (s_s / s_t) ** 2,
-            var_small=s_s * s_s * shrink,
-            var_large=s_t * s_t * shrink,
-            alpha_t=a_t, sigma_t=s_t, alpha_s=a_s, sigma_s=s_s,
-        )
+            raise ValueError(f"posterior needs 0 ≤ s < t ≤ 1, got σ_t={s_t}, α_s={a_s}")
+        return 1.0 - (a_t * s_s / (a_s * s_t)) ** 2
 
 
 # ---------------------------------------------------------------------- the velocity view of any process

@@ -210,7 +210,7 @@ class GaussianProcess:
         if s is None:
             return PosteriorStep(1.0, 0.0, 0.0, s_t * s_t, a_t, s_t, 1.0, 0.0)
         a_s, s_s = self.alpha_sigma(float(s))
-        shrink = -math.expm1(2 * (math.log(a_t / s_t) - math.log(a_s / s_s)))  # 1 − e^{2(λ_t − λ_s)} = σ²_{t|s}/σ_t²
+        shrink = self._transition_fraction(a_t, s_t, a_s, s_s)
         return PosteriorStep(
             coef_x0=a_s * shrink,
             coef_xt=(a_t / a_s) * (s_s / s_t) ** 2,
@@ -218,6 +218,10 @@ class GaussianProcess:
             var_large=s_t * s_t * shrink,
             alpha_t=a_t, sigma_t=s_t, alpha_s=a_s, sigma_s=s_s,
         )
+
+    def _transition_fraction(self, a_t: float, s_t: float, a_s: float, s_s: float) -> float:
+        """``σ²_{t|s}/σ_t² = 1 − e^{2(λ_t − λ_s)}`` (VDM eq. 3), formed with ``expm1`` (no cancellation)."""
+        return -math.expm1(2 * (math.log(a_t / s_t) - math.log(a_s / s_s)))
 
     # ------------------------------------------------------------------ time grids
     def time_grid(self, steps: int, spacing: str = "uniform", t_end: float | None = None) -> list[float]:
