@@ -252,7 +252,7 @@ class UNet(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.downsampling_factor = 2 ** (len(channel_mult) - 1)
 
-        emb_dim = 4 * base_channels
+        emb_dim = self.embedding_dim = 4 * base_channels  # width of the time embedding (and of added_emb)
         self.time_mlp = nn.Sequential(
             _xavier(nn.Linear(base_channels, emb_dim)), nn.SiLU(), _xavier(nn.Linear(emb_dim, emb_dim))
         )
@@ -306,11 +306,14 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                pooled: torch.Tensor | None = None) -> torch.Tensor:
+                pooled: torch.Tensor | None = None, added_emb: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``[B, in_channels, H, W]``, ``t`` float ``[B]`` (or a scalar), ``y`` int64
         ``[B]`` labels in ``0 … num_classes`` (``num_classes`` = null) → ``[B, out_channels, H, W]``.
         With ``text_dim``: ``context`` ``[B, L, text_dim]`` token states, ``context_mask`` bool
-        ``[B, L]`` (True = attended; None = all) and ``pooled`` ``[B, text_dim]``; all None = no text."""
+        ``[B, L]`` (True = attended; None = all) and ``pooled`` ``[B, text_dim]``; all None = no text.
+        ``added_emb`` ``[B, 4·base_channels]``: a conditioning vector that a wrapping network computed
+        (an augmentation level, a CLIP image embedding), added to the time embedding like the class
+        embedding (the extension point of conditioned variants; see :attr:`embedding_dim`)."""
         t = self._check_inputs(x, t, y)
         if (context is not None or pooled is not None) and self.text_pool_proj is None:
             raise ValueError("UNet: got a text context but the network was built with text_dim=None")
@@ -325,6 +328,10 @@ class UNet(nn.Module):
                 emb = emb + self.class_embed(y)
             if pooled is not None:  # GLIDE: emb + transformer_proj(xf_out[:, -1])
                 emb = emb + self.text_pool_proj(pooled.to(param_dtype))
+            if added_emb is not None:
+                if added_emb.shape != emb.shape:
+                    raise ValueError(f"UNet: added_emb has shape {tuple(added_emb.shape)}, expected {tuple(emb.shape)}")
+                emb = emb + added_emb.to(param_dtype)
         emb = emb.to(x.dtype)
         text = (context, context_mask)
 
