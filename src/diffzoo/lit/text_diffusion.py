@@ -38,7 +38,7 @@ class TextDiffusionModule(DiffusionModule):
     """A text-conditional discrete-time diffusion model (GLIDE §3, Imagen §2).
 
     Args:
-        text_encoder: a :class:`~diffzoo.networks.text.TextEncoder`; its ``dim`` must equal ``net.text_dim``.
+        text_encoder: a :class:`~diffzoo.networks.text.TextEncoder`; its ``dim`` must equal ``net.text_encoder_dim`` (default ``net.text_dim``).
         caption_drop_prob: probability of replacing a training caption by ``""`` (seeded per step,
             stream ``"caption_drop"``, like the label dropout of :class:`DiffusionModule`).
         tokenizer: the caption tokenizer of a trainable encoder (the data set's); when None it is
@@ -53,9 +53,11 @@ class TextDiffusionModule(DiffusionModule):
         net = self.net
         if getattr(net, "text_dim", None) is None:
             raise ValueError("model=text_diffusion needs a text-conditional network: set net.text_dim")
-        if net.text_dim != text_encoder.dim:
-            raise ValueError(f"net.text_dim={net.text_dim} differs from the text encoder's width {text_encoder.dim}: "
-                             f"set net.text_dim={text_encoder.dim}")
+        encoder_dim = getattr(net, "text_encoder_dim", net.text_dim)
+        if encoder_dim != text_encoder.dim:
+            raise ValueError(f"the network takes text states of width {encoder_dim} (net.text_encoder_dim, else "
+                             f"net.text_dim) but the text encoder emits {text_encoder.dim}: set net.text_encoder_dim="
+                             f"{text_encoder.dim} (a learned projection to net.text_dim) or net.text_dim={text_encoder.dim}")
         if not 0.0 <= float(caption_drop_prob) < 1.0:
             raise ValueError(f"model.caption_drop_prob must lie in [0, 1), got {caption_drop_prob}")
         if self.conditional:

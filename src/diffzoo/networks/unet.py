@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import GROUPNORM_EPS, AttentionBlock, GroupNorm32, _norm, _zero
+from ..errors import ConfigError
 from .embeddings import sinusoidal_embedding
 from .text_attention import ContextAttentionBlock, CrossAttentionBlock, check_text_args
 
@@ -212,6 +213,10 @@ class UNet(nn.Module):
             ``cross_attention_resolutions``, LayerNorm on the text states); see
             :mod:`diffzoo.networks.text_attention`.
         cross_attention_resolutions: feature-map sides that get cross-attention (``cross_attention``).
+        text_encoder_dim: width of the text encoder's states when it differs from ``text_dim``: a
+            learned linear map takes token states and pooled vector from it to ``text_dim`` first
+            (imagen-pytorch ``text_to_cond``: T5-XXL's 4096 → the U-Net's 512). None: the encoder
+            emits ``text_dim`` itself.
     """
 
     def __init__(
@@ -234,6 +239,7 @@ class UNet(nn.Module):
         text_dim: int | None = None,
         text_conditioning: str = "glide",
         cross_attention_resolutions: Sequence[int] = (),
+        text_encoder_dim: int | None = None,
     ):
         super().__init__()
         cross_attention_resolutions = tuple(int(r) for r in cross_attention_resolutions)
@@ -258,6 +264,11 @@ class UNet(nn.Module):
         )
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.text_pool_proj = nn.Linear(text_dim, emb_dim) if text_dim else None  # GLIDE transformer_proj
+        if text_encoder_dim is not None and not text_dim:
+            raise ConfigError("net.text_encoder_dim is set but net.text_dim is not: set net.text_dim too")
+        self.text_encoder_dim = int(text_encoder_dim) if text_encoder_dim else text_dim
+        self.text_in_proj = (nn.Linear(self.text_encoder_dim, text_dim)
+                             if text_dim and self.text_encoder_dim != text_dim else None)
         glide = bool(text_dim) and text_conditioning == "glide"
         xattn_res = cross_attention_resolutions if text_dim and not glide else ()
 
@@ -317,6 +328,9 @@ class UNet(nn.Module):
         t = self._check_inputs(x, t, y)
         if (context is not None or pooled is not None) and self.text_pool_proj is None:
             raise ValueError("UNet: got a text context but the network was built with text_dim=None")
+        if self.text_in_proj is not None:  # encoder width -> text_dim (imagen-pytorch text_to_cond)
+            context = self.text_in_proj(context) if context is not None else None
+            pooled = self.text_in_proj(pooled) if pooled is not None else None
         # The embedding MLP runs in float32 even under mixed precision (as ADM keeps
         # ``time_embed`` in fp32): sin/cos of large t lose their phase in bf16.
         with torch.autocast(x.device.type, enabled=False):
