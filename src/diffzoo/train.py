@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from .checkpoints import check_state_dict_compatible, load_checkpoint, plan_resume
+    from .checkpoints import check_model_kind, check_state_dict_compatible, load_checkpoint, plan_resume
     from .lit.build import build_module
     from .lit.fast_paths import apply_fast_paths
     from .validation import validate_config
@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model = build_module(cfg, tuple(datamodule.data_shape))
         apply_fast_paths(model, cfg.get("perf"))
         if ckpt is not None:
+            check_model_kind(ckpt, OmegaConf.select(cfg, "model._target_"), plan.path)
             check_state_dict_compatible(model, ckpt["state_dict"], plan.path)
         del ckpt
 
