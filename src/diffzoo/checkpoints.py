@@ -15,29 +15,78 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 
-__all__ = ["load_checkpoint", "check_state_dict_compatible", "resolve_ckpt_path", "own_checkpoint", "plan_resume",
+__all__ = ["load_checkpoint", "check_model_kind", "check_state_dict_compatible", "resolve_ckpt_path", "own_checkpoint", "plan_resume",
            "ResumePlan", "RESUME_MODES"]
 
 RESUME_MODES = ("auto", "never", "must")
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since 1.6: a zip archive
+_PICKLE_PROTO = b"\x80"  # a pickle of protocol >= 2: torch's legacy format (and plain pickles)
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse a file that is not a torch save at all, or whose zip archive is cut short, from its
+    bytes alone (before unpickling: a text file must not read as "unsafe")."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (truncated: an interrupted write or copy?)")
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path):
+                return
+        except (zipfile.BadZipFile, OSError) as e:
+            raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({e}); "
+                                  "an interrupted write or copy? Use another checkpoint (e.g. step*.ckpt)") from None
+    if not head.startswith(_PICKLE_PROTO):
+        shown = head[:16].decode("ascii", errors="replace").encode("unicode_escape").decode()
+        raise CheckpointError(f"{path} is not a torch checkpoint (it starts with '{shown}'; a .ckpt written by "
+                              "diffzoo-train is a torch zip archive): ckpt_path must name a checkpoint file")
+
+
+def _first_line(error: BaseException) -> str:
+    return next(iter(str(error).splitlines()), "") or type(error).__name__
+
+
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint safely (``weights_only=True``). Errors name the file and the reason."""
+    """Read a checkpoint safely (``weights_only=True``). Errors name the file and the reason, one of:
+    missing, not a torch file, truncated / corrupt, holding objects other than tensors (code)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (ckpt_path must name an existing .ckpt file)")
+        what = "is a directory" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint {what}: {path} (ckpt_path must name an existing .ckpt file)")
+    _check_torch_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = _first_line(e)
+        if "truncated" in str(e).lower():
+            raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({detail})") from None
         raise CheckpointError(
             f"refusing to load {path}: it contains objects other than tensors and plain containers "
-            f"(possible code execution on load). Detail: {str(e).splitlines()[0]}"
+            f"(possible code execution on load). Detail: {detail}"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: file is corrupt or not a torch checkpoint ({e})") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({_first_line(e)})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a diffzoo/Lightning checkpoint (no 'state_dict')")
     return ckpt
+
+
+def check_model_kind(ckpt: dict, model_target: str | None, path) -> None:
+    """Raise :class:`CheckpointError` when ``ckpt`` was written by another kind of model than
+    ``model_target`` (the configured ``model._target_``): e.g. a classifier's checkpoint given to a
+    diffusion run. A checkpoint without a stored config is left to the weight check."""
+    stored = ((ckpt.get("diffzoo") or {}).get("config") or {}).get("model") or {}
+    kind = stored.get("_target_") if isinstance(stored, dict) else None
+    if kind and model_target and kind.rsplit(".", 1)[-1] != str(model_target).rsplit(".", 1)[-1]:  # re-exports differ in path
+        name = ((ckpt.get("diffzoo") or {}).get("config") or {}).get("name")
+        raise CheckpointError(f"checkpoint {path} is of another model kind: it holds a {kind.rsplit('.', 1)[-1]}"
+                              f"{f' (run {name})' if name else ''}, but this config builds a {model_target.rsplit('.', 1)[-1]}. "
+                              "Use the experiment= of the run that wrote it")
 
 
 def check_state_dict_compatible(module: nn.Module, state_dict: dict, path, prefix: str = "") -> None:
