@@ -103,6 +103,8 @@ class Denoiser:
         data_range: ``(lo, hi)`` of clean data in the model's coordinates (what ``clip_x0`` clamps to).
         to_data: maps samples from the model's coordinates to data coordinates ``[−1, 1]``
             (identity by default; NCSN / VE models see ``[0, 1]``); ``from_data`` is its inverse.
+        model_shape: the shape of one sample in the model's coordinates when it differs from the
+            data's (a latent diffusion model's ``z`` ``(C_z, H/f, W/f)``, LDM §3); ``None``: the same.
     """
 
     mean_shift_form = False  # true for ADM's mean-form classifier guidance (only ancestral sampling takes it)
@@ -110,7 +112,8 @@ class Denoiser:
     def __init__(self, net_fn: NetFn, process, prediction: str = "eps", *, model_time: Callable | None = None,
                  cond_keys=(), null_cond: Mapping[str, Any] | None = None, data_range: tuple[float, float] = (-1.0, 1.0),
                  to_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 from_data: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 from_data: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 model_shape: tuple[int, ...] | None = None):
         if prediction not in PREDICTIONS:
             raise ValueError(f"denoiser prediction must be one of {list(PREDICTIONS)}; got {prediction!r}")
         self.net_fn = net_fn
@@ -122,6 +125,7 @@ class Denoiser:
         self.data_range = (float(data_range[0]), float(data_range[1]))
         self.to_data = to_data or _same
         self.from_data = from_data or _same
+        self.model_shape = tuple(model_shape) if model_shape is not None else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prediction={self.prediction!r}, process={type(self.process).__name__})"
@@ -194,7 +198,7 @@ class Denoiser:
         process's α(u), σ(u)."""
         return Denoiser(self.net_fn, process, self.prediction, model_time=lambda u: self.model_time(t_map(u)),
                         cond_keys=self.cond_keys, null_cond=self.null_cond, data_range=self.data_range, to_data=self.to_data,
-                        from_data=self.from_data)
+                        from_data=self.from_data, model_shape=self.model_shape)
 
     def with_x0_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "Denoiser":
         """This denoiser with x̂₀ passed through ``transform`` (clipping, thresholding) and ε̂ made
@@ -253,6 +257,10 @@ class DenoiserWrapper(Denoiser):
     @property
     def from_data(self) -> Callable:
         return self.inner.from_data
+
+    @property
+    def model_shape(self) -> tuple[int, ...] | None:
+        return self.inner.model_shape
 
     @property
     def mean_shift_form(self) -> bool:

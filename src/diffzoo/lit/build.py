@@ -14,7 +14,7 @@ __all__ = ["build_module", "load_module", "ALL_PARTS", "parts_of"]
 
 # Config groups instantiated separately and handed to the model class that takes them (its PARTS).
 ALL_PARTS = ("net", "schedule", "objective", "sampler", "optimizer", "lr_scheduler", "ema", "parameterization",
-             "text_encoder")
+             "text_encoder", "first_stage")
 
 
 def parts_of(model_cfg) -> tuple[str, ...]:
@@ -46,7 +46,7 @@ def build_module(cfg: DictConfig, data_shape: tuple[int, ...] | None = None):
             parts.update(ema_decay=cfg.ema.get("decay"), ema_warmup=bool(cfg.ema.get("warmup", False)))
         elif cfg.get(group) is not None:
             parts[group] = instantiate(cfg[group])
-    if data_shape is not None and "net" in parts:
+    if data_shape is not None and "net" in parts and "first_stage" not in parts:  # a latent model checks its latents
         _check_net_fits_data(parts["net"], tuple(data_shape), cfg)
     module = instantiate(cfg.model, **parts, data_shape=data_shape, seed=cfg.get("seed", 0))
     module.run_config = OmegaConf.to_container(cfg, resolve=True)

@@ -52,7 +52,8 @@ def sample_indices(
             → x`` (e.g. inpainting with the batch's known pixels bound).
         indices: global sample indices of this batch.
         seed: the evaluation seed; sample ``i`` depends on ``(seed, i)`` only.
-        shape: shape of one sample, e.g. ``(1, 8, 8)``.
+        shape: shape of one sample, e.g. ``(1, 8, 8)`` (in data coordinates: a denoiser with a
+            ``model_shape`` of its own, a latent diffusion model's, starts from that shape).
         device: where to sample (the model's device).
         guidance: a :class:`~diffzoo.guidance.Guidance` wrapping the denoiser, or ``None``.
         labels: int64 ``[b]`` conditioning ``y`` of these samples (class-conditional or guided), or ``None``.
@@ -60,6 +61,7 @@ def sample_indices(
     Returns: :class:`SampleBatch`. The global RNG is left as it was.
     """
     indices = list(indices)
+    shape = getattr(denoiser, "model_shape", None) or shape  # a latent model starts from z_T (LDM §3), not from an image
     x_T = denoiser.process.prior_sample((len(indices), *shape), per_sample_generators(seed, indices, stream="x_T"),
                                         device=device)
     gens = per_sample_generators(seed, indices, stream="steps")
