@@ -9,7 +9,8 @@ from .flow import FlowModule
 from .guidance_loading import check_guidance_fits, load_classifier_guidance
 from .score import ScoreModule
 from .sde_classifier import SDEClassifierModule
+from .inpainting import TextInpaintingModule
 from .text_diffusion import TextDiffusionModule
 
-__all__ = ["TextDiffusionModule", "DiffzooModule", "GenerativeModule", "DiffusionModule", "ScoreModule", "FlowModule", "NoisyClassifierModule",
+__all__ = ["TextDiffusionModule", "TextInpaintingModule", "DiffzooModule", "GenerativeModule", "DiffusionModule", "ScoreModule", "FlowModule", "NoisyClassifierModule",
            "SDEClassifierModule", "build_module", "load_module", "load_classifier_guidance", "check_guidance_fits"]

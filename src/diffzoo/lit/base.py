@@ -193,13 +193,16 @@ class GenerativeModule(DiffzooModule):
         progress: bool = False,
         steps: int | None = None,
         guidance=None,
+        cond: dict | None = None,
     ) -> torch.Tensor:
         """Draw samples ``[n, *data_shape]`` in data coordinates (``[−1, 1]`` for images).
 
         ``sampler`` (a :class:`~diffzoo.samplers.SamplerSpec` or its config) replaces the configured
         one; ``steps`` sets its NFE budget. ``x_T`` (model coordinates) defaults to
         :meth:`prior_sample` drawn with ``generator``. ``guidance`` (:mod:`diffzoo.guidance`) wraps
-        the denoiser; ``y`` are the labels it (or a class-conditional model) gets.
+        the denoiser; ``y`` are the labels it (or a class-conditional model) gets. ``cond`` holds any
+        other condition the denoiser takes (its ``cond_keys``), e.g. ``{"text": [n captions]}`` for a
+        text model or ``{"masked_image": …, "mask": …}`` for an inpainting one; an unknown key is an error.
         """
         spec = SamplerSpec.of(sampler) if sampler is not None else self.sampler
         if steps is not None:
@@ -213,6 +216,11 @@ class GenerativeModule(DiffzooModule):
             model = guidance.wrap(model)
         if y is not None:
             model = model.bind(y=torch.as_tensor(y, device=x_T.device))
+        if cond:
+            unknown = sorted(set(cond) - set(model.cond_keys))
+            if unknown:
+                raise ValueError(f"sample(): this model takes no condition {unknown[0]!r}; it takes {list(model.cond_keys) or 'none'}")
+            model = model.bind(**{k: v.to(x_T.device) if torch.is_tensor(v) else v for k, v in cond.items()})
         was_training = self.training
         self.eval()
         try:

@@ -25,7 +25,17 @@ from ..denoisers import Denoiser
 from ..optim.ema import EMA
 from .diffusion import DiffusionModule
 
-__all__ = ["TextDiffusionModule", "data_tokenizer"]
+__all__ = ["TextDiffusionModule", "caption_list", "data_tokenizer"]
+
+
+def caption_list(text: Sequence[str] | str | None, n: int) -> list[str]:
+    """The ``n`` captions of a batch: one caption repeated, a list checked for length, or — None — the
+    empty caption, the unconditional input the model was trained on."""
+    text = EMPTY_CAPTION if text is None else text
+    captions = [text] * n if isinstance(text, str) else list(text)
+    if len(captions) != n:
+        raise ValueError(f"text: got {len(captions)} captions for a batch of {n}")
+    return captions
 
 
 def data_tokenizer(data):
@@ -138,12 +148,7 @@ class TextDiffusionModule(DiffusionModule):
         encoder = self.text_ema.shadow if (use_ema and self.text_ema is not None) else self.text_encoder
 
         def net_fn(x: torch.Tensor, tau: torch.Tensor, text: Sequence[str] | str | None = None) -> torch.Tensor:
-            if text is None:  # no caption: the empty one, the unconditional input the model was trained on
-                text = EMPTY_CAPTION
-            captions = [text] * x.shape[0] if isinstance(text, str) else list(text)
-            if len(captions) != x.shape[0]:
-                raise ValueError(f"text: got {len(captions)} captions for a batch of {x.shape[0]}")
-            return net(x, tau, **self._context(encoder(captions)))
+            return net(x, tau, **self._context(encoder(caption_list(text, x.shape[0]))))
 
         null = {"text": EMPTY_CAPTION} if self.caption_drop_prob > 0 else None
         return Denoiser(net_fn, self.schedule, self.prediction, cond_keys=("text",), null_cond=null)
