@@ -85,7 +85,7 @@ class AutoencoderModule(DiffzooModule):
                 pass
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         opt_ae, opt_d = self.optimizers()
         x = batch["x"]
         step = self.global_step
@@ -118,6 +118,7 @@ class AutoencoderModule(DiffzooModule):
         logs = {**g.logs, **d.logs, "psnr": (10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean()}  # range 2 = [−1, 1]
         self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("train/loss", g.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        return g.loss.detach()  # already stepped (manual optimisation); returned for callbacks
 
     def _schedulers(self) -> list:
         scheds = self.lr_schedulers()
