@@ -26,6 +26,7 @@ from . import config as _config  # noqa: F401  (registers resolvers)
 from .config import RUN_DIR_ENV, resolve_run_dir
 from .errors import ConfigError, run_reporting_errors
 from .utils.io import write_json_atomic
+from .utils.run_lock import RunDirLock, is_launch_rank_zero
 
 __all__ = ["train", "main", "PREEMPTED_EXIT_CODE"]
 
@@ -79,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .checkpoints import check_model_kind, check_state_dict_compatible, load_checkpoint, plan_resume
+    from .callbacks.checkpoint_io import AtomicCheckpointIO
     from .lit.build import build_module
     from .lit.fast_paths import apply_fast_paths
     from .validation import validate_config
@@ -89,7 +91,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started_env = RUN_DIR_ENV not in os.environ or is_rank_zero
     loggers: list = []
     exit_code = 1
+    lock = None
     try:
+        lock = RunDirLock.acquire(run_dir) if is_launch_rank_zero() else None  # one process per run dir
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         plan = plan_resume(cfg.get("resume", "auto"), cfg.get("ckpt_path"), run_dir)
         ckpt = load_checkpoint(plan.path) if plan.path is not None else None
@@ -116,7 +120,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 lg.resume_step = resume_step
         callbacks = _instantiate_dict(cfg.get("callbacks"))
         trainer: L.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+            plugins=[AtomicCheckpointIO()],  # checkpoints replaced atomically next to themselves
         )
         if trainer.is_global_zero:
             for lg in loggers:
@@ -145,6 +150,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         exit_code = 0
         return metrics
     finally:
+        if lock is not None:
+            lock.release()
         _finish_wandb(loggers, exit_code)
         _end_process_group()
         if started_env:
@@ -302,8 +309,11 @@ def _final_samples(cfg, trainer, model, run_dir: Path, metrics: dict) -> Path | 
 
         spec = fast_dev_run_sampler(model.sampler, model.schedule) if trainer.fast_dev_run else model.sampler
         model.eval()
-        batch = sample_indices(model.denoiser(True), spec, range(n), seed, model.data_shape, device=model.device,
-                               progress=True, labels=_final_labels(model, n))
+        if hasattr(model, "preview_samples"):  # a super-resolution stage: it upsamples held-out low-resolution images
+            batch = model.preview_samples(range(n), seed, sampler=spec, progress=True)
+        else:
+            batch = sample_indices(model.denoiser(True), spec, range(n), seed, model.data_shape, device=model.device,
+                                   progress=True, labels=_final_labels(model, n))
         x, nfe, sampler = batch.x, batch.nfe, spec.name
     elif hasattr(model, "noised_preview"):  # a classifier: not generative; show its noised inputs
         x = model.noised_preview(n, torch.Generator().manual_seed(seed))
