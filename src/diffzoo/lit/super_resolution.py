@@ -1,0 +1,162 @@
+"""``SuperResolutionModule``: one super-resolution stage of a cascade (CDM §2–3; Imagen §2.4).
+
+A batch holds the high-resolution image ``x``; its low-resolution condition is derived from it,
+``z = D(x)`` by area downsampling to ``net.low_res_size`` (:func:`diffzoo.data.downsampled.area_downsample`),
+corrupted by the stage's conditioning augmentation (:mod:`diffzoo.objectives.conditioning_augmentation`;
+seeded per step, stream ``"augmentation"``), and the network learns ``p_θ(x | z_s, s, y)`` with the
+module's objective — everything else is :class:`~diffzoo.lit.DiffusionModule`'s.
+
+Sampling takes a low-resolution batch: :meth:`SuperResolutionModule.upsample` (and
+:func:`upsample_indices`, what the cascade pipeline calls) augments it at the fixed sampling level
+and runs the sampler with it bound.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..data.downsampled import area_downsample
+from ..denoisers import Denoiser
+from ..errors import ConfigError
+from ..objectives.conditioning_augmentation import AugmentedLowRes, ConditioningAugmentation
+from ..samplers import SamplerSpec, sample_indices
+from ..schedules.discrete import DiscreteSchedule
+from ..utils.random import derive_seed, per_sample_generators
+from .diffusion import DiffusionModule
+
+__all__ = ["SuperResolutionModule", "upsample_indices", "PREVIEW_SIZE"]
+
+PREVIEW_SIZE = 64  # held-out low-resolution images kept for the training-time sample grid
+
+
+class SuperResolutionModule(DiffusionModule):
+    """A DDPM-family super-resolution stage (module docstring). Takes every argument of
+    :class:`~diffzoo.lit.DiffusionModule`, plus
+
+    Args:
+        augmentation: the :class:`ConditioningAugmentation` of the low-resolution input (config
+            ``model.augmentation``; ``None``: none). Its Gaussian noise uses the forward process it
+            was configured with, else this model's own schedule (the same β table as the base model
+            in the cascades here).
+
+    ``net`` must be a :class:`~diffzoo.networks.super_resolution.SuperResolutionNet` (it has
+    ``low_res_size``).
+    """
+
+    def __init__(self, net: nn.Module, schedule: DiscreteSchedule, objective: nn.Module, sampler,
+                 optimizer: Callable[..., torch.optim.Optimizer], lr_scheduler: Callable | None = None,
+                 ema_decay: float | None = 0.9999, ema_warmup: bool = False, data_shape: tuple[int, ...] | None = None,
+                 seed: int = 0, conditional: bool = False, cond_drop_prob: float = 0.0,
+                 augmentation: ConditioningAugmentation | None = None):
+        if not hasattr(net, "low_res_size"):
+            raise ConfigError(f"model=super_resolution needs net=SuperResolutionNet (net.low_res_size); got "
+                              f"{type(net).__name__}")
+        super().__init__(net, schedule, objective, sampler, optimizer, lr_scheduler, ema_decay, ema_warmup,
+                         data_shape, seed, conditional, cond_drop_prob)
+        self.augmentation = augmentation if augmentation is not None else ConditioningAugmentation()
+        self.augmentation.set_process(schedule)
+        self.low_res_size = int(net.low_res_size)
+        self._preview: dict | None = None
+
+    # ------------------------------------------------------------------ training
+    def low_res_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The ground-truth condition ``z = D(x)``: ``x`` ``[B, C, H, W]`` → ``[B, C, h, h]`` (area)."""
+        return area_downsample(x, self.low_res_size)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x0 = batch["x"]
+        gen = torch.Generator().manual_seed(self.step_seed("augmentation"))
+        aug = self.augmentation.train_draw(self.low_res_of(x0), gen)  # z_s ~ q(z_s | D(x)), s ~ the training levels
+        out = self.objective(self.net, self.schedule, x0, low_res=aug.low_res, aug_level=aug.aug_level,
+                             **self._cond(batch))
+        self.log("train/loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        return out.loss
+
+    # ------------------------------------------------------------------ sampling
+    def denoiser(self, use_ema: bool = True) -> Denoiser:
+        """The stage's denoiser (as :meth:`DiffusionModule.denoiser`) taking the condition
+        ``low_res`` ``[B, C, h, h]`` and ``aug_level`` ``[B]`` (already augmented: see :meth:`condition`)
+        and, class-conditional, ``y``."""
+        base = super().denoiser(use_ema)
+        keys = ("low_res", "aug_level") + (("y",) if self.conditional else ())
+        return Denoiser(base.net_fn, self.schedule, self.prediction, cond_keys=keys, null_cond=base.null_cond)
+
+    def condition(self, low_res: torch.Tensor, aug_level: float | None = None, generator=None) -> AugmentedLowRes:
+        """The condition at sampling: no blur; Gaussian noise at ``aug_level`` (default: the configured
+        ``augmentation.noise.sample_level``) — non-truncated augmentation (CDM §3.2)."""
+        return self.augmentation.sample(low_res, aug_level, generator)
+
+    @torch.no_grad()
+    def upsample(self, low_res: torch.Tensor, y: torch.Tensor | None = None, aug_level: float | None = None,
+                 sampler: SamplerSpec | None = None, guidance=None, seed: int = 0, use_ema: bool = True,
+                 progress: bool = False) -> torch.Tensor:
+        """Super-resolve ``low_res`` ``[B, C, h, h]`` (data coordinates) → ``[B, C, H, H]``; sample
+        ``i`` depends on ``(seed, i)`` only (:func:`upsample_indices`)."""
+        return upsample_indices(self, low_res, range(low_res.shape[0]), seed, labels=y, aug_level=aug_level,
+                                sampler=sampler, guidance=guidance, use_ema=use_ema, progress=progress).x
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "val_set"):
+            return
+        dm.setup("validate")
+        n = min(PREVIEW_SIZE, len(dm.val_set))
+        if n and hasattr(dm.val_set, "__getitems__"):
+            batch = dm.val_set.__getitems__(list(range(n)))
+            self._preview = {"low_res": self.low_res_of(batch["x"]), "y": batch.get("y")}
+
+    def preview_samples(self, indices: Sequence[int], seed: int, sampler: SamplerSpec | None = None,
+                        use_ema: bool = True, progress: bool = False):
+        """Super-resolve held-out low-resolution images (sample ``i``: held-out image ``i`` mod
+        :data:`PREVIEW_SIZE`, with its label): what the training-time sample grid and a run's final
+        samples show for a stage that cannot sample from noise alone. Returns a ``SampleBatch``."""
+        if self._preview is None:
+            raise ValueError("SuperResolutionModule has no held-out low-resolution images (it was not fitted on a "
+                             "data module): call upsample(low_res, y=...)")
+        pick = torch.as_tensor(list(indices), dtype=torch.long) % self._preview["low_res"].shape[0]
+        y = self._preview["y"][pick] if self.conditional and self._preview["y"] is not None else None
+        was_training = self.training
+        self.eval()
+        try:
+            return upsample_indices(self, self._preview["low_res"][pick], indices, seed, labels=y, sampler=sampler,
+                                    use_ema=use_ema, progress=progress)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, generator=None, use_ema: bool = True, **_) -> torch.Tensor:
+        """``n`` :meth:`preview_samples` (the sample grid callback's call); ``generator`` picks the seed.
+        Use :meth:`upsample` for a low-resolution batch of your own."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        return self.preview_samples(range(int(n or PREVIEW_SIZE)), seed, use_ema=use_ema).x
+
+
+def upsample_indices(module: SuperResolutionModule, low_res: torch.Tensor, indices: Sequence[int], seed: int, *,
+                     labels: torch.Tensor | None = None, aug_level: float | None = None,
+                     sampler: SamplerSpec | None = None, guidance=None, use_ema: bool = True, progress: bool = False,
+                     augmented: bool = False):
+    """Draw the super-resolution samples ``indices`` for the low-resolution images ``low_res``
+    ``[b, C, h, h]`` (one per index) through the one sampling loop (:func:`diffzoo.samplers.sample_indices`:
+    ``x_T`` from ``(seed, "x_T", i)``, the steps from ``(seed, "steps", i)``); the augmentation noise of
+    sample ``i`` comes from ``(seed, "augmentation", i)``. With ``augmented``, ``low_res`` already is
+    ``z_s`` at ``aug_level`` (truncated augmentation: the previous stage stopped at ``s``). The low-resolution
+    condition is bound outside any guidance, so classifier-free guidance doubles it with the batch.
+    Returns the :class:`~diffzoo.samplers.SampleBatch` (``x`` in data coordinates)."""
+    indices = list(indices)
+    low_res = low_res.to(module.device)
+    level = module.augmentation.sample_level if aug_level is None else float(aug_level)
+    if augmented:
+        cond = AugmentedLowRes(low_res, torch.full((low_res.shape[0],), level, device=low_res.device))
+    else:
+        gens = per_sample_generators(derive_seed(seed, "augmentation"), indices, stream="augmentation")
+        cond = module.condition(low_res, level, gens)
+    spec = sampler if sampler is not None else module.sampler
+
+    def run(model, x_T, **kwargs):
+        return spec(model.bind(low_res=cond.low_res, aug_level=cond.aug_level), x_T, **kwargs)
+
+    return sample_indices(module.denoiser(use_ema), run, indices, seed, module.data_shape, device=module.device,
+                          guidance=guidance, labels=labels, progress=progress)
