@@ -6,9 +6,13 @@
     diffzoo-sample ckpt_path=... guidance=cfg guidance.scale=3 y=3             # classifier-free, class 3
     diffzoo-sample ckpt_path=... guidance=classifier guidance.classifier_ckpt=CLS.ckpt guidance.scale=1
     diffzoo-sample ckpt_path=SDE_VP.ckpt guidance=classifier guidance.classifier_ckpt=SDE_CLS.ckpt y=3   # Score SDE eq. 14
+    diffzoo-sample ckpt_path=TEXT.ckpt prompt="a bold digit seven" guidance=cfg guidance.scale=2   # a text model
+    diffzoo-sample ckpt_path=TEXT.ckpt 'prompts=["a bold digit seven","a thin digit one"]' n=16  # one row per prompt
 
 A class-conditional model or a guided sampler gets the labels ``y`` (null: one row per class in the
 grid, sample i of class i mod K; an int or a list: those classes); ``samples.npz`` holds them too.
+A text model gets ``prompt`` (every sample) or ``prompts`` (sample i gets prompt i mod P; the grid has one
+row per prompt, labelled); no prompt is the empty caption, the model's unconditional input.
 
 Sample ``i`` is a function of ``(seed, i)`` only (:func:`diffzoo.samplers.sample_indices`: its
 starting noise and every later draw come from its own generator), so the same samples come out
@@ -39,6 +43,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     from .samplers import sample_indices
     from .utils.images import save_image_grid, save_samples_figure, to_uint8
     from .utils.progress import track
+    from .data.caption_preview import save_prompt_rows
 
     check_retired_keys(cfg)
     if int(cfg.n) < 1 or int(cfg.batch_size) < 1:
@@ -50,6 +55,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("y") is not None and not needs_labels:
         raise ConfigError(f"y={cfg.y} is given but the model is unconditional and no guidance is set; use guidance=classifier "
                           "(with a noise-aware classifier) or a class-conditional model, or leave y=null")
+    prompts = _prompts_of(cfg, denoiser)
     num_classes = num_classes_of(getattr(module, "net", None), getattr(guidance, "classifier", None))
     tag = f"{spec.name}_{guidance_name}{scale:g}" if guidance is not None else spec.name
     out = Path(cfg.out).resolve() if cfg.get("out") else run_dir_of(cfg.ckpt_path) / "samples" / f"{tag}_n{cfg.n}_seed{cfg.seed}"
@@ -60,20 +66,25 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     for start in track(starts, total=len(starts), description="sampling", enabled=True):
         idx = range(start, min(int(cfg.n), start + int(cfg.batch_size)))
         y = labels_for_indices(idx, cfg.get("y"), num_classes) if needs_labels else None
+        cond = {"text": [prompts[i % len(prompts)] for i in idx]} if prompts else None
         batch = sample_indices(denoiser, spec, idx, int(cfg.seed), module.data_shape, device=module.device,
-                               guidance=guidance, labels=y)
+                               guidance=guidance, labels=y, cond=cond)
         nfe = batch.nfe
         chunks.append(batch.x.cpu())
         labels.append(y)
     x = torch.cat(chunks)
     y_all = torch.cat(labels) if needs_labels else None
     title = f"{spec.name}, NFE {nfe}" + (f", {guidance_name} scale {scale:g}" if guidance is not None else "")
-    if y_all is not None and x.ndim == 4:
+    if prompts and x.ndim == 4:
+        grid = save_prompt_rows(x[: 8 * len(prompts)], prompts, out / "grid.png")
+    elif y_all is not None and x.ndim == 4:
         cells, per_row = class_grid(x[:256], y_all[:256], num_classes or int(y_all.max()) + 1)
         grid = save_image_grid(cells, out / "grid.png", nrow=per_row)
     else:
         grid = save_samples_figure(x[:256], out / "grid.png", title=title)
     extra = {"y": y_all.numpy()} if y_all is not None else {}
+    if prompts:
+        extra["text"] = np.array([prompts[i % len(prompts)] for i in range(int(cfg.n))])
     if x.ndim == 4:
         np.savez(out / "samples.npz", images=to_uint8(x).permute(0, 2, 3, 1).numpy(), **extra)
     else:
@@ -84,6 +95,26 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         summary.update(guidance=guidance_name, guidance_scale=scale)
     print("\n".join(f"{k:>15}: {v}" for k, v in summary.items()))
     return summary
+
+
+def _prompts_of(cfg: DictConfig, denoiser) -> list[str] | None:
+    """The captions of ``prompt`` / ``prompts`` (None: neither given), refused for a model without text."""
+    prompt, prompts = cfg.get("prompt"), cfg.get("prompts")
+    if prompt is None and prompts is None:
+        return None
+    if prompt is not None and prompts is not None:
+        raise ConfigError("give prompt=... (every sample) or prompts=[...] (one row each), not both")
+    if "text" not in denoiser.cond_keys:
+        raise ConfigError(f"{'prompt' if prompt is not None else 'prompts'} is given but this model takes no text (it takes "
+                          f"{sorted(denoiser.cond_keys) or 'no condition'}); use a text model (experiment=text_digits, "
+                          "glide_digits, imagen_digits) or leave it unset")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt={prompt!r} must be one caption (a string); for several use prompts=[...]")
+        return [prompt]
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or len(prompts) == 0:
+        raise ConfigError(f"prompts={prompts!r} must be a non-empty list of captions, e.g. 'prompts=[\"a bold digit seven\",\"a thin digit one\"]'")
+    return [str(p) for p in prompts]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

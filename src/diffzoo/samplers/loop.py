@@ -43,6 +43,7 @@ def sample_indices(
     labels: torch.Tensor | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
+    cond: dict | None = None,
 ) -> SampleBatch:
     """Draw the samples ``indices`` from ``denoiser`` with ``sampler``.
 
@@ -58,6 +59,7 @@ def sample_indices(
         guidance: a :class:`~diffzoo.guidance.Guidance` wrapping the denoiser, or ``None``.
         labels: int64 ``[b]`` conditioning ``y`` of these samples (class-conditional or guided), or ``None``.
         callback: the sampler's per-step callback (it gets ``nfe``).
+        cond: any other conditioning of these samples, bound to the model (e.g. ``{"text": [b captions]}``).
     Returns: :class:`SampleBatch`. The global RNG is left as it was.
     """
     indices = list(indices)
@@ -69,6 +71,8 @@ def sample_indices(
     if labels is not None:
         labels = labels.to(device)
         model = model.bind(y=labels)
+    if cond:
+        model = model.bind(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in cond.items()})
     nfe = {"n": 0}
 
     def report(info: dict) -> None:
