@@ -26,6 +26,7 @@ from . import config as _config  # noqa: F401  (registers resolvers)
 from .config import RUN_DIR_ENV, resolve_run_dir
 from .errors import ConfigError, run_reporting_errors
 from .utils.io import write_json_atomic
+from .utils.run_lock import RunDirLock, is_launch_rank_zero
 
 __all__ = ["train", "main", "PREEMPTED_EXIT_CODE"]
 
@@ -79,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .checkpoints import check_model_kind, check_state_dict_compatible, load_checkpoint, plan_resume
+    from .callbacks.checkpoint_io import AtomicCheckpointIO
     from .lit.build import build_module
     from .lit.fast_paths import apply_fast_paths
     from .validation import validate_config
@@ -89,7 +91,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started_env = RUN_DIR_ENV not in os.environ or is_rank_zero
     loggers: list = []
     exit_code = 1
+    lock = None
     try:
+        lock = RunDirLock.acquire(run_dir) if is_launch_rank_zero() else None  # one process per run dir
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         plan = plan_resume(cfg.get("resume", "auto"), cfg.get("ckpt_path"), run_dir)
         ckpt = load_checkpoint(plan.path) if plan.path is not None else None
@@ -116,7 +120,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 lg.resume_step = resume_step
         callbacks = _instantiate_dict(cfg.get("callbacks"))
         trainer: L.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+            plugins=[AtomicCheckpointIO()],  # checkpoints replaced atomically next to themselves
         )
         if trainer.is_global_zero:
             for lg in loggers:
@@ -145,6 +150,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         exit_code = 0
         return metrics
     finally:
+        if lock is not None:
+            lock.release()
         _finish_wandb(loggers, exit_code)
         _end_process_group()
         if started_env:
