@@ -25,11 +25,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from ..networks.clip import CLIP
+from ..checkpoints import load_checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..networks.clip import CLIP, retrieve
 from .base import DiffzooModule
 
-__all__ = ["CLIPModule", "clip_loss"]
+__all__ = ["CLIPModule", "clip_loss", "frozen_clip", "same_caption_targets"]
 
 Targets = Literal["diagonal", "same_caption"]
 TARGETS = ("diagonal", "same_caption")
@@ -51,6 +52,22 @@ def same_caption_targets(text: list[str], device=None) -> torch.Tensor:
     code = torch.tensor([ids[c] for c in text], device=device)
     same = (code[:, None] == code[None, :]).float()
     return same / same.sum(1, keepdim=True)
+
+
+def frozen_clip(clip: torch.nn.Module, clip_ckpt: str | None = None) -> torch.nn.Module:
+    """``clip`` with the network weights of a ``CLIPModule`` checkpoint (``clip_ckpt``; None keeps
+    its own weights, e.g. random ones in a wiring check), in eval mode with no gradients: unCLIP's
+    prior and decoder are trained on a fixed CLIP (Ramesh et al. 2022 §2)."""
+    if clip_ckpt is not None:
+        state = load_checkpoint(clip_ckpt)["state_dict"]
+        weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        if not weights:
+            raise CheckpointError(f"model.clip_ckpt={clip_ckpt} holds no CLIP network (no 'net.*' weights)")
+        missing, unexpected = clip.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"model.clip_ckpt={clip_ckpt} does not fit model.clip: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
+    return clip.eval().requires_grad_(False)
 
 
 class CLIPModule(DiffzooModule):
@@ -138,9 +155,9 @@ class CLIPModule(DiffzooModule):
         prompts = dm.prompts("train", n, seed=self.seed)
         was_training = self.net.training
         self.net.eval()
-        z_i = torch.cat([self.net.encode_image(images[i: i + 512]) for i in range(0, len(images), 512)])
         z_t = self.net.encode_text(prompts.text).embedding
+        x = retrieve(self.net, images, z_t)
         self.net.train(was_training)
         if callback is not None:
             callback({"nfe": 0})
-        return images[(z_t @ z_i.T).argmax(-1)]
+        return x

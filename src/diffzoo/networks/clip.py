@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import ConfigError
 from .text import TextEncoder
 
-__all__ = ["CLIP", "ClipText", "ConvImageTower", "OpenCLIPModel", "class_embeddings"]
+__all__ = ["CLIP", "ClipText", "ConvImageTower", "OpenCLIPModel", "class_embeddings", "retrieve"]
 
 INIT_TEMPERATURE = 0.07  # CLIP §2.5: "initialized to the equivalent of 0.07"
 MAX_LOGIT_SCALE = 100.0  # CLIP §2.5: "clipped to prevent scaling the logits by more than 100"
@@ -100,6 +100,14 @@ def class_embeddings(prompt_embeddings: torch.Tensor, prompt_labels: torch.Tenso
     sums = torch.zeros(num_classes, prompt_embeddings.shape[1], dtype=prompt_embeddings.dtype, device=prompt_embeddings.device)
     sums.index_add_(0, prompt_labels.long().to(prompt_embeddings.device), prompt_embeddings)
     return F.normalize(sums, dim=-1)
+
+
+@torch.no_grad()
+def retrieve(clip: nn.Module, images: torch.Tensor, queries: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Nearest-neighbour retrieval: for each query embedding ``queries [Q, e]``, the image of
+    ``images [N, C, H, W]`` whose CLIP embedding has the largest dot product with it → ``[Q, C, H, W]``."""
+    bank = torch.cat([clip.encode_image(images[i: i + chunk]) for i in range(0, len(images), chunk)])
+    return images[(queries.to(bank.dtype) @ bank.T).argmax(-1)]
 
 
 class _ClipInterface(nn.Module):
