@@ -1,0 +1,57 @@
+"""The latent diffusion configs: the f sweep (LDM §4.1, f = 1, 2, 4, 8) as one multirun over the ``ldm_f`` group,
+the first stage from a checkpoint path (an untrained architecture only under ``trainer.fast_dev_run``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+
+from diffzoo.config import compose_config
+from diffzoo.errors import ConfigError
+from diffzoo.lit.build import build_module
+from diffzoo.lit.first_stage_loading import first_stage_from
+
+pytest.importorskip("diffzoo.networks.autoencoder")  # the KL / VQ autoencoders (issue 15, part 1)
+
+LATENTS = {1: (1, 32, 32), 2: (2, 16, 16), 4: (3, 8, 8), 8: (4, 4, 4)}
+
+
+@pytest.mark.parametrize("f", [1, 2, 4, 8])
+def test_f_sweep_builds_trains_and_samples(f):
+    cfg = compose_config("train", ["experiment=ldm_kl_f4_fashion_mnist", f"+ldm_f=f{f}", "trainer.fast_dev_run=true"])
+    module = build_module(cfg, (1, 32, 32))
+    assert module.first_stage.downsampling_factor == f and module.latent_shape == LATENTS[f]
+    assert module.latent_scaling == ("none" if f == 1 else "std")
+    torch.manual_seed(0)
+    batch = {"x": torch.rand(4, 1, 32, 32) * 2 - 1}
+    module.on_train_batch_start(batch, 0)
+    assert torch.isfinite(module.training_step(batch, 0))
+    x = module.sample(2, steps=2, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 32, 32) and torch.isfinite(x).all()
+
+
+def test_null_checkpoint_path_is_refused_outside_fast_dev_run():
+    cfg = compose_config("train", ["experiment=ldm_kl_f4_fashion_mnist"])
+    with pytest.raises((ConfigError, InstantiationException), match="first_stage.ckpt_path is null"):  # Hydra wraps it
+        build_module(cfg, (1, 32, 32))
+    with pytest.raises(ConfigError, match="does not exist"):
+        first_stage_from("/nonexistent/last.ckpt")
+
+
+@pytest.mark.slow
+def test_f_sweep_is_one_multirun(tmp_path):
+    from diffzoo.data.synthetic import write_fake_fashion_mnist
+    from tests.helpers import TINY, run_cli
+
+    write_fake_fashion_mnist(tmp_path / "data")
+    overrides = [o for o in TINY if o != "trainer.max_steps=3"] + [
+        "experiment=ldm_kl_f4_fashion_mnist", "+ldm_f=f1,f2,f4,f8", "trainer.max_steps=2", "trainer.fast_dev_run=true",
+        f"paths.data_dir={tmp_path / 'data'}", "data.system_dir=null", "data.batch_size=8"]
+    proc = run_cli("diffzoo.train", ["--multirun", *overrides], cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "ldm_kl_f4_fashion_mnist").glob("multirun_*")
+    rows = json.loads((sweep / "summary.json").read_text())
+    assert [r["status"] for r in rows] == ["done"] * 4
