@@ -4,7 +4,7 @@ Lightning's own writer serialises to memory, then writes through a temporary fil
 temp directory and moves it over the target: when that directory is on another file system (a node's
 ``/tmp`` against a shared run dir) the move is a copy, and a process killed during it leaves a
 truncated ``last.ckpt``; nothing is ``fsync``-ed either. :class:`AtomicCheckpointIO` writes next to
-the target instead (:func:`diffzoo.utils.io.atomic_file`: same directory, ``fsync``, ``os.replace``),
+the target instead (:func:`diffzoo.utils.io.torch_save_atomic`: same directory, ``fsync``, ``os.replace``),
 and a failed write (``ENOSPC``) raises :class:`~diffzoo.utils.io.WriteFailedError` in one line with
 the previous checkpoint left as it was.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..utils.io import atomic_file
+from ..utils.io import torch_save_atomic
 
 __all__ = ["AtomicCheckpointIO"]
 
@@ -28,7 +28,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        import torch
-
-        with atomic_file(Path(path), "wb") as f:
-            torch.save(checkpoint, f)
+        torch_save_atomic(checkpoint, Path(path))

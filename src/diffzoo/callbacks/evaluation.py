@@ -13,6 +13,7 @@ import torch
 from ..metrics.likelihood_eval import LikelihoodSetup
 from ..metrics.naming import MetricRecord
 from ..metrics.pipeline import EvalInputs, EvalResult, EvalSetup, prepare_evaluation, run_evaluation
+from ..utils.io import write_text_atomic
 
 __all__ = ["Evaluation"]
 
@@ -183,9 +184,10 @@ class Evaluation(L.Callback):
     def _write(self, trainer, result: EvalResult, step: int) -> None:
         out = self._dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "history.jsonl", "a") as f:
-            for r in result.records:
-                f.write(json.dumps(r.as_dict(), default=float) + "\n")
+        history = out / "history.jsonl"
+        before = history.read_text() if history.is_file() else ""
+        new = "".join(json.dumps(r.as_dict(), default=float) + "\n" for r in result.records)
+        write_text_atomic(history, before + new)  # a kill mid-write leaves the old history, never half a line
         _plot_history(out / "history.jsonl", out / "metrics_vs_step.png")
 
 

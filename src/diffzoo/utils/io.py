@@ -26,6 +26,9 @@ class WriteFailedError(DiffzooError, OSError):
     """A result file could not be written (disk full, …); the previous file, if any, is unchanged."""
 
 
+_open_fd = os.fdopen  # how the temporary file's descriptor is opened (a test simulates a full disk here)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make the rename itself durable (POSIX: the directory entry is data of the directory)."""
     try:
@@ -53,7 +56,7 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, mode) as f:
+        with _open_fd(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -84,11 +87,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def torch_save_atomic(obj, path: str | Path) -> None:
-    """``torch.save(obj, path)`` atomically (see :func:`atomic_file`)."""
+    """``torch.save(obj, path)`` atomically (see :func:`atomic_file`). The object is serialised in
+    memory first: ``torch.save`` into a file turns the file's ``OSError`` (``ENOSPC``) into an
+    unspecific ``RuntimeError``; written from Python, a full disk is named as such."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_file(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def save_with_card(path: Path, state_dict: dict, card: dict) -> None:
