@@ -239,3 +239,25 @@ def test_checkpoint_rebuilt_from_its_config_samples_identically(tmp_path):
     a = module.sample(4, generator=torch.Generator().manual_seed(5))
     b = rebuilt.sample(4, generator=torch.Generator().manual_seed(5))
     assert a.shape == (4, 1, 16, 16) and torch.equal(a, b)
+
+
+def test_checkpoint_stores_the_first_stage_architecture_inline(tmp_path):
+    # a first stage built by first_stage_from (here untrained; from an ae_* checkpoint alike) is stored as its
+    # architecture config: the LDM checkpoint, which holds its weights, rebuilds without the autoencoder's file
+    cfg = _cfg()
+    arch = dict(cfg.first_stage)
+    cfg.first_stage = {"_target_": "diffzoo.lit.first_stage_loading.first_stage_from", "_recursive_": False,
+                       "ckpt_path": None, "untrained_ok": True, "architecture": arch}
+    module = build_module(cfg, (1, 16, 16))
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader([{"x": torch.randn(1, 16, 16)} for _ in range(4)], batch_size=4))
+    path = tmp_path / "ldm.ckpt"
+    trainer.save_checkpoint(path)
+    stored = torch.load(path, weights_only=False)["diffzoo"]["config"]["first_stage"]
+    assert stored == arch
+    with torch.no_grad():
+        module.first_stage.dummy.fill_(0.25)  # weights that only the checkpoint knows
+    trainer.save_checkpoint(path)
+    rebuilt = load_module(path)
+    assert rebuilt.first_stage.dummy.item() == 0.25
