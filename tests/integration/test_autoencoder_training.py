@@ -21,6 +21,7 @@ def _run(run_dir, steps, data_dir, experiment="ae_kl_f4_fashion_mnist", extra=()
     overrides = [f"experiment={experiment}", *TINY, f"trainer.max_steps={steps}", "data.batch_size=8",
                  "net.ch=16", "net.norm_groups=8", "objective.disc_ndf=8", "objective.disc_start=2",
                  f"paths.data_dir={data_dir}", "data.system_dir=null", "ckpt_path=last",
+                 "callbacks.reconstruction.extractor=none", "callbacks.reconstruction.n=16",
                  "+callbacks.losses._target_=tests.helpers.make_loss_recorder", f"+callbacks.losses.path={run_dir}/losses.txt",
                  *extra]
     return train(compose_train(overrides, run_dir=run_dir))
@@ -51,12 +52,18 @@ def test_load_first_stage_gives_the_frozen_autoencoder(tmp_path, data_dir):
     from diffzoo.lit.autoencoder import load_first_stage
     from diffzoo.networks.first_stage import FirstStage
 
-    _run(tmp_path / "run", 1, data_dir)
+    metrics = _run(tmp_path / "run", 1, data_dir, extra=["ema=default", "ema.decay=0.5"])
+    # the reconstruction callback measured 16 held-out images at the end (PSNR in dB, SSIM ≤ 1)
+    assert metrics["eval_psnr"] > 0 and -1 <= metrics["eval_ssim"] <= 1
+    assert metrics["eval_records"][0]["n"] == 16
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     net = load_first_stage(ckpt)
     assert isinstance(net, FirstStage) and net.kind == "kl" and net.downsampling_factor == 4
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     state = torch.load(ckpt, weights_only=True)["state_dict"]
-    for key, value in net.state_dict().items():
-        assert torch.equal(value, state[f"net.{key}"]), key
+    for key, value in net.state_dict().items():  # the EMA weights by default, the raw ones on request
+        assert torch.equal(value, state[f"ema.shadow.{key}"]), key
+    raw = load_first_stage(ckpt, use_ema=False)
+    assert all(torch.equal(v, state[f"net.{k}"]) for k, v in raw.state_dict().items())
+    assert any(not torch.equal(state[f"net.{k}"], state[f"ema.shadow.{k}"]) for k in raw.state_dict())
     assert net.encode(torch.zeros(2, 1, 32, 32)).shape == (2, 3, 8, 8)
