@@ -61,7 +61,7 @@ class AutoencoderModule(DiffzooModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.ema = EMA(net, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
-        self.data_shape = tuple(data_shape) if data_shape is not None else (net.in_channels, 32, 32)
+        self.data_shape = tuple(data_shape) if data_shape is not None else (net.in_channels, net.resolution, net.resolution)
         self.seed = seed
         self.register_buffer("preview", torch.zeros(0, *self.data_shape), persistent=False)
 

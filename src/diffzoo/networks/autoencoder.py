@@ -240,7 +240,7 @@ class _Autoencoder(nn.Module):
                       z_channels=z_channels, resolution=resolution, dropout=dropout, norm_groups=norm_groups)
         self.encoder = Encoder(**common, double_z=double_z, in_channels=in_channels)
         self.decoder = Decoder(**common, out_ch=out_ch)
-        self.in_channels, self.out_channels = int(in_channels), int(out_ch)
+        self.in_channels, self.out_channels, self.resolution = int(in_channels), int(out_ch), int(resolution)
         self.latent_channels = int(embed_dim)
         self.downsampling_factor = 2 ** (len(tuple(ch_mult)) - 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
