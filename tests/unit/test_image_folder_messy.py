@@ -15,7 +15,8 @@ from PIL import Image
 
 from diffzoo.data import ImageFolderDataModule
 from diffzoo.data.errors import DataNotFoundError
-from diffzoo.data.image_decode import check_images, decode_image, load_image
+from diffzoo.data.image_check import check_images
+from diffzoo.data.image_decode import decode_image, load_image
 from diffzoo.data.image_folder import BadImageError
 from diffzoo.errors import ConfigError
 
@@ -194,6 +195,22 @@ def test_check_images_sorts_the_good_from_the_bad(tmp_path):
     reasons = dict((p.name, why) for p, why in found.bad)
     assert "truncated" in reasons["cut.png"] and str(tmp_path) not in " ".join(reasons.values())
     assert found.small == 1  # tiny.png (2x2 < 8)
+
+
+def test_the_check_remembers_verdicts_and_decodes_only_new_or_changed_files(tmp_path):
+    n_good, _ = _messy_folder(tmp_path / "imgs")
+    files = sorted(p for p in (tmp_path / "imgs").rglob("*") if p.is_file())
+    cache = tmp_path / "cache" / "check.json"
+    first = check_images(files, resolution=8, cache=cache)
+    assert first.decoded == len(files) and cache.is_file()
+    again = check_images(files, resolution=8, cache=cache)
+    assert again.decoded == 0 and again._replace(decoded=0) == first._replace(decoded=0)
+    notes = next(f for f in files if f.name == "notes.png")  # a bad file fixed: decoded again, now good
+    Image.new("RGB", (8, 8)).save(notes, format="PNG")
+    fixed = check_images(files, resolution=8, cache=cache)
+    assert fixed.decoded == 1 and sum(fixed.good) == n_good + 1
+    cache.write_text("{not json")  # a spoilt cache: everything is checked again
+    assert check_images(files, resolution=8, cache=cache).decoded == len(files)
 
 
 def test_a_messy_folder_sets_up_skips_the_bad_files_and_reports_them_once(tmp_path, capsys):

@@ -16,20 +16,18 @@ The rules, in the order they apply:
   the resolution are upscaled) and the centre square is cropped.
 
 A file that cannot be decoded in full (not an image, truncated, empty, a decoder error) is *bad*:
-:func:`check_images` finds them all before training, so that a run never meets one mid-way.
+:func:`diffzoo.data.image_check.check_images` finds them all before training, so that a run never
+meets one mid-way.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["BAD_IMAGE_RULES", "FolderCheck", "check_images", "decode_image", "describe_error", "fit_square", "load_image"]
+__all__ = ["BAD_IMAGE_RULES", "decode_image", "describe_error", "fit_square", "load_image"]
 
 BAD_IMAGE_RULES = ("skip", "error")  # data.on_bad_image
 _MODES = {1: "L", 3: "RGB"}
@@ -117,32 +115,3 @@ def describe_error(e: BaseException, path: str | Path = "") -> str:
     for name in (repr(str(path)), str(path)) if str(path) else ():
         text = text.replace(name, "")
     return (text.strip(" :") or type(e).__name__)[:80]
-
-
-class FolderCheck(NamedTuple):
-    """What :func:`check_images` found: ``good[i]`` for ``files[i]``; ``bad`` as ``(path, reason)``
-    in file order; ``small``: how many good images have a side shorter than the resolution."""
-
-    good: list[bool]
-    bad: list[tuple[Path, str]]
-    small: int
-
-
-def _probe(path: Path, channels: int) -> tuple[bool, str, int]:
-    try:
-        im = decode_image(path, channels)
-    except Exception as e:  # any decoder failure makes the file bad (PIL raises many types)
-        return False, describe_error(e, path), 0
-    return True, "", min(im.size)
-
-
-def check_images(files: list[Path], resolution: int, channels: int = 3, threads: int | None = None) -> FolderCheck:
-    """Decode every file once (in ``threads`` threads: PIL's decoders release the GIL) and sort them
-    into good and bad; see :class:`FolderCheck`."""
-    threads = threads or max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda p: _probe(p, channels), files))
-    good = [ok for ok, _, _ in results]
-    bad = [(f, why) for f, (ok, why, _) in zip(files, results) if not ok]
-    small = sum(1 for ok, _, side in results if ok and side < resolution)
-    return FolderCheck(good, bad, small)

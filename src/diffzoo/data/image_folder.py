@@ -23,7 +23,8 @@ from diffzoo.utils.random import derive_seed
 
 from .base import DataSplits, DiffusionDataModule, InMemoryDataset, MirroredDataset, uint8_to_unit
 from .errors import DataNotFoundError, check_choice
-from .image_decode import BAD_IMAGE_RULES, FolderCheck, check_images, describe_error, load_image
+from .image_check import FolderCheck, check_images
+from .image_decode import BAD_IMAGE_RULES, describe_error, load_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -154,6 +155,8 @@ class ImageFolderDataModule(DiffusionDataModule):
         in_memory: decode every image once in :meth:`setup` instead of on every access.
         on_bad_image: ``skip`` (default) or ``error``: what to do with files that cannot be decoded
             (not an image, truncated, empty); either way they are found and reported at setup.
+        cache_dir: where the check's verdicts are kept per file (``<cache_dir>/image_checks/``), so
+            that a folder is decoded in full once; ``None``: check every file at every setup.
         **loader: ``batch_size``, ``num_workers``, ``seed``, … of :class:`DiffusionDataModule`.
     """
 
@@ -168,6 +171,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         hflip: bool = False,
         in_memory: bool = False,
         on_bad_image: str = "skip",
+        cache_dir: str | None = None,
         **loader,
     ):
         super().__init__(**loader)
@@ -183,6 +187,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         self.resolution, self.channels = int(resolution), int(channels)
         self.use_labels, self.val_fraction, self.split_seed = bool(use_labels), float(val_fraction), int(split_seed)
         self.hflip, self.in_memory, self.on_bad_image = bool(hflip), bool(in_memory), on_bad_image
+        self.cache_dir = None if cache_dir in (None, "") else str(cache_dir)
         self.data_shape = (self.channels, self.resolution, self.resolution)
         self._index: FolderIndex | None = None
 
@@ -202,7 +207,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         """Decode every file once; report the bad ones (and upscaled small ones) once; refuse them
         with ``on_bad_image=error``, and a folder with no good image at all."""
         files = self.index.files
-        found = check_images(files, self.resolution, self.channels, threads=max(1, self.num_workers))
+        found = check_images(files, self.resolution, threads=max(1, self.num_workers), cache=self._check_cache())
         _report_once(self.root, len(files), found, self.resolution, self.on_bad_image)
         if found.bad and self.on_bad_image == "error":
             raise BadImageError(f"data.root={self.root}: {_bad_summary(found.bad, len(files))}; fix or remove them, "
@@ -211,6 +216,15 @@ class ImageFolderDataModule(DiffusionDataModule):
             raise DataNotFoundError("readable images", [self.root],
                                     f"none of the {len(files)} image files decodes ({_bad_summary(found.bad, len(files))})")
         return found
+
+    def _check_cache(self) -> Path | None:
+        """``<cache_dir>/image_checks/<hash of the folder's absolute path>.json``, or ``None``."""
+        if self.cache_dir is None:
+            return None
+        import hashlib
+
+        key = hashlib.sha1(str(Path(self.root).expanduser().resolve()).encode()).hexdigest()[:16]
+        return Path(self.cache_dir).expanduser() / "image_checks" / f"{key}.json"
 
     def load_splits(self) -> DataSplits:
         files, labels, _ = self.index
