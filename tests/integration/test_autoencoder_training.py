@@ -27,12 +27,15 @@ def _run(run_dir, steps, data_dir, experiment="ae_kl_f4_fashion_mnist", extra=()
     return train(compose_train(overrides, run_dir=run_dir))
 
 
-@pytest.mark.parametrize("experiment", ["ae_kl_f4_fashion_mnist", "ae_vq_f4_fashion_mnist"])
-def test_autoencoder_resume_is_bit_exact(tmp_path, data_dir, experiment):
+@pytest.mark.parametrize("experiment, extra", [
+    ("ae_kl_f4_fashion_mnist", ["lr_scheduler=warmup", "lr_scheduler.warmup_steps=3"]),  # both schedulers resume too
+    pytest.param("ae_vq_f4_fashion_mnist", [], marks=pytest.mark.slow),
+])
+def test_autoencoder_resume_is_bit_exact(tmp_path, data_dir, experiment, extra):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(straight, 4, data_dir, experiment)
-    _run(resumed, 2, data_dir, experiment)
-    _run(resumed, 4, data_dir, experiment)
+    _run(straight, 4, data_dir, experiment, extra)
+    _run(resumed, 2, data_dir, experiment, extra)
+    _run(resumed, 4, data_dir, experiment, extra)
     lines = (straight / "losses.txt").read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2", "3", "4"]  # global_step counts batches, not optimizer calls
     assert (resumed / "losses.txt").read_text().splitlines() == lines
@@ -43,6 +46,7 @@ def test_autoencoder_resume_is_bit_exact(tmp_path, data_dir, experiment):
     for key, value in a["state_dict"].items():  # autoencoder, discriminator (BatchNorm stats too), logvar
         assert torch.equal(value, b["state_dict"][key]), key
     assert len(a["optimizer_states"]) == 2
+    assert a["lr_schedulers"] == b["lr_schedulers"] and len(a["lr_schedulers"]) == (2 if extra else 0)
     for oa, ob in zip(a["optimizer_states"], b["optimizer_states"]):
         for sa, sb in zip(oa["state"].values(), ob["state"].values()):
             assert all(torch.equal(sa[k], sb[k]) for k in sa)
