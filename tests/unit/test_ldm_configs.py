@@ -55,3 +55,24 @@ def test_f_sweep_is_one_multirun(tmp_path):
     (sweep,) = (tmp_path / "runs" / "ldm_kl_f4_fashion_mnist").glob("multirun_*")
     rows = json.loads((sweep / "summary.json").read_text())
     assert [r["status"] for r in rows] == ["done"] * 4
+
+
+@pytest.mark.slow
+def test_two_commands_autoencoder_then_ldm_and_the_ldm_checkpoint_rebuilds_alone(tmp_path):
+    # diffzoo-train experiment=ae_kl_f4_fashion_mnist; diffzoo-train experiment=ldm_kl_f4_fashion_mnist first_stage.ckpt_path=…
+    from diffzoo.data.synthetic import write_fake_fashion_mnist
+    from diffzoo.lit.build import load_module
+    from tests.helpers import train_tiny
+
+    write_fake_fashion_mnist(tmp_path / "data")
+    data = [f"paths.data_dir={tmp_path / 'data'}", "data.system_dir=null", "data.batch_size=8", "final_samples=0"]
+    ae = train_tiny("ae_kl_f4_fashion_mnist", tmp_path / "ae", *data, "++callbacks.reconstruction=null")
+    ldm_ckpt = train_tiny("ldm_kl_f4_fashion_mnist", tmp_path / "ldm", *data, f"first_stage.ckpt_path={ae}")
+    w = torch.load(ae, weights_only=False)["state_dict"]["net.decoder.conv_out.weight"]  # ae_*: no EMA
+    ae.unlink()  # the LDM checkpoint holds the first stage's weights and its architecture
+    module = load_module(ldm_ckpt)
+    assert torch.equal(module.first_stage.decoder.conv_out.weight, w)
+    assert torch.isfinite(module.scale_factor) and module.latent_scaling == "std"
+    a = module.sample(2, steps=2, generator=torch.Generator().manual_seed(0))
+    b = load_module(ldm_ckpt).sample(2, steps=2, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 1, 32, 32) and torch.equal(a, b)
