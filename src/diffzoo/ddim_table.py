@@ -90,7 +90,9 @@ def ddim_table(cfg: DictConfig) -> dict[str, Any]:
     from .metrics.naming import LIKELIHOOD_METRICS
     from .runtime import device_of
     from .utils.io import write_json_atomic
+    from .validation import validate_entry
 
+    validate_entry("ddim_table", cfg)  # types and ranges of every key, before the checkpoint is read
     _validate(cfg)
     bad = [m for m in cfg.metrics if m in LIKELIHOOD_METRICS]
     if bad:

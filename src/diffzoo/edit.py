@@ -90,7 +90,9 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     from .samplers.inpaint import colorize, inpaint
     from .utils.images import save_image_grid
     from .utils.random import per_sample_generators
+    from .validation import validate_entry
 
+    validate_entry("edit", cfg)  # types and ranges of every key, before the checkpoint is read
     if cfg.task not in TASKS:
         raise ConfigError(f"task={cfg.task!r} is not one of {list(TASKS)}")
     if cfg.task == "inpaint" and cfg.mask not in MASKS:

@@ -35,9 +35,10 @@ __all__ = ["evaluate", "main"]
 
 def _validate(cfg: DictConfig) -> None:
     """Closed-set options, checked before anything is loaded (one message naming key and values)."""
-    from .validation import check_retired_keys
+    from .validation import check_retired_keys, validate_entry
 
     check_retired_keys(cfg)
+    validate_entry("eval", cfg)  # types and ranges of every key, before the checkpoint is read
     from .metrics.backends import BACKENDS
     from .metrics.data import SPLITS
     from .metrics.distributed import SHARD_MODES
@@ -95,6 +96,10 @@ def _out_dir(cfg: DictConfig, info: dict) -> Path:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` as configured (``conf/eval.yaml``); return what ``metrics.json``
     holds (on every process; only rank 0 writes files)."""
+    if cfg.get("pipeline") is not None:  # a cascade of checkpoints (conf/pipeline/): every stage scored
+        from .pipelines.run import evaluate_pipeline
+
+        return evaluate_pipeline(cfg)
     _validate(cfg)
     fabric = _start_processes(cfg)
     import torch.distributed as dist

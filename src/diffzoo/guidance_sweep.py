@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import config as _config  # noqa: F401  (registers resolvers)
-from .errors import run_reporting_errors
+from .errors import ConfigError, run_reporting_errors
 
 __all__ = ["sweep", "write_tradeoff", "main"]
 
@@ -51,13 +51,14 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     from .metrics.naming import metric_name
     from .metrics.pipeline import EvalSetup, precision_recall_vs_reference, prepare_evaluation
     from .runtime import device_of, guidance_from_config, load_for_sampling
-    from .validation import check_retired_keys
+    from .validation import check_retired_keys, validate_entry
     from .utils.images import to_uint8
     from .utils.io import write_json_atomic
 
     check_retired_keys(cfg)
+    validate_entry("guidance_sweep", cfg)  # types and ranges of every key, before the checkpoint is read
     if not cfg.get("guidance"):
-        raise ValueError("the sweep needs guidance=cfg or guidance=classifier (and --multirun guidance.scale=...)")
+        raise ConfigError("the sweep needs guidance=cfg or guidance=classifier (and --multirun guidance.scale=...)")
     module, spec = load_for_sampling(cfg.ckpt_path, cfg.get("sampler"), device_of(cfg.device))
     guidance, name, scale = guidance_from_config(cfg, module, spec)
     if guidance is None:  # guidance=none: the conditional model itself, scale 0
@@ -67,7 +68,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
                       reference_n=cfg.reference.n, is_splits=int(cfg.is_splits), classifier_epochs=cfg.classifier.epochs)
     inputs = prepare_evaluation(module.data_shape, module.run_config["data"], setup, cfg.paths.cache_dir, module.device)
     if inputs.extractor is None:
-        raise ValueError("the guidance sweep measures image samples; this model's data are points")
+        raise ConfigError("the guidance sweep measures image samples; this model's data are points")
 
     feats, logits, labels, nfe = [], [], [], 0
     batches = draw_samples(module, setup.n, setup.seed, setup.batch_size, bool(cfg.use_ema), progress=bool(cfg.progress),

@@ -85,7 +85,9 @@ def nfe_table(cfg: DictConfig) -> dict[str, Any]:
     from .runtime import device_of
     from .samplers import SamplerSpec
     from .utils.io import write_json_atomic
+    from .validation import validate_entry
 
+    validate_entry("nfe_table", cfg)  # types and ranges of every key, before the checkpoint is read
     budgets = _budgets(cfg)
     bad = [m for m in cfg.metrics if m in LIKELIHOOD_METRICS]
     if bad:

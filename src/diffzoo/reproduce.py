@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import ConfigError, user_facing_errors
 
-__all__ = ["main", "plan_overrides", "training_cost"]
+__all__ = ["main", "build_parser", "check_arguments", "plan_overrides", "training_cost"]
 
 # Reported numbers the run is meant to reproduce (PAPERS.md §5: FID 3.17, IS 9.46, 50k samples).
 PAPER_TARGETS = {"ddpm_cifar10": "FID 3.17 / IS 9.46 (50k samples, EMA weights, 1000-step ancestral sampling)"}
@@ -91,11 +91,43 @@ def _print_plan(cfg, n_gpus: int, smoke: bool) -> None:
           f" checkpoints every {cfg.callbacks.model_checkpoint.every_n_train_steps}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m diffzoo.reproduce`` (its arguments are validated against
+    ``validation.SCHEMAS["reproduce"]``; the ``key=value`` overrides are diffzoo-train's)."""
     parser = argparse.ArgumentParser(prog="python -m diffzoo.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", help="e.g. ddpm_cifar10")
     parser.add_argument("--data-dir", default=None, help="folder with the data set (else paths.data_dir)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run of the same pipeline")
+    return parser
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Each argument against its rule (``validation.SCHEMAS["reproduce"]``), the experiment against
+    the shipped ones: a one-line :class:`ConfigError` before anything is composed."""
+    from .config import CONFIG_DIR
+    from .validation import SCHEMAS
+
+    for dest, rule in SCHEMAS["reproduce"].items():
+        rule.check(f"--{dest.replace('_', '-')}" if dest != "experiment" else dest, getattr(args, dest))
+    experiments = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+    if args.experiment not in experiments:
+        raise ConfigError(f"experiment={args.experiment!r} is not one of {experiments}")
+
+
+def _compose(overrides: list[str]):
+    """``compose_config("train", overrides)`` with Hydra's own errors (an unknown key or option) as one line."""
+    from hydra.errors import HydraException
+
+    from .config import compose_config
+
+    try:
+        return compose_config("train", overrides)
+    except HydraException as e:
+        raise ConfigError(next(iter(str(e).splitlines()), type(e).__name__)) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
@@ -105,14 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from omegaconf import open_dict
 
-    from .config import compose_config
     from .train import train
 
     try:
+        check_arguments(args)
         n_gpus = 0 if args.smoke else torch.cuda.device_count()
-        paper = compose_config("train", [f"experiment={args.experiment}"])
+        paper = _compose([f"experiment={args.experiment}"])
         overrides = plan_overrides(args.experiment, n_gpus, int(paper.data.batch_size), args.data_dir, args.smoke)
-        cfg = compose_config("train", overrides + list(args.overrides))
+        cfg = _compose(overrides + list(args.overrides))
+        from .validation import validate_config
+
+        validate_config(cfg)  # diffzoo-train's checks, before the plan is printed
         _print_plan(cfg, n_gpus, args.smoke)
         if args.smoke:
             _ensure_smoke_data(cfg)

@@ -21,8 +21,10 @@ __all__ = ["run", "main"]
 def run(cfg: DictConfig) -> dict:
     """Train the classifier of ``cfg.data`` unless cached (or ``cfg.force``); return its card."""
     from .classifier import classifier_path, train_classifier
+    from ..validation import validate_entry
     from .data import dataset_name
 
+    validate_entry("train_classifier", cfg)  # types and ranges of every key, before anything is trained
     path = classifier_path(cfg.data, cfg.paths.cache_dir, dataset_name(cfg.data), cfg.arch, cfg.seed, cfg.epochs)
     if cfg.force or not path.is_file():
         train_classifier(cfg.data, cfg.paths.cache_dir, cfg.arch, cfg.seed, cfg.epochs)

@@ -21,10 +21,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .config import CONFIG_DIR
-from .errors import ConfigError
+from ..config import CONFIG_DIR
+from ..errors import ConfigError
+from .schemas import SCHEMAS, resolved, validate_entry
 
-__all__ = ["validate_config", "VALUE_RULES", "known_top_level_keys", "RETIRED_KEYS", "check_retired_keys"]
+__all__ = ["validate_config", "validate_entry", "SCHEMAS", "VALUE_RULES", "known_top_level_keys", "RETIRED_KEYS", "check_retired_keys"]
 
 # Keys Hydra / OmegaConf use inside a node; never passed to the target.
 _HYDRA_NODE_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -89,7 +90,8 @@ def _unknown(key: str, where: str, valid) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' ({where}); {hint}valid keys: {', '.join(valid)}")
 
 
-def _target_parameters(target: str) -> set[str] | None:
+@lru_cache(maxsize=None)
+def _target_parameters(target: str) -> frozenset[str] | None:
     """Parameter names of ``target`` (a class or function); ``None`` when it takes ``**kwargs``
     or cannot be inspected (its own errors then speak)."""
     from hydra.utils import get_object
@@ -101,28 +103,25 @@ def _target_parameters(target: str) -> set[str] | None:
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return None
-    return {name for name in sig.parameters if name != "self"}
+    return frozenset(name for name in sig.parameters if name != "self")
 
 
 def _check_targets(node, path: str) -> None:
-    if isinstance(node, DictConfig):
-        target = node.get("_target_") if "_target_" in node else None
+    """Every key of a node with a ``_target_`` is a parameter of the target (``node``: the resolved
+    config as plain containers, :func:`~diffzoo.validation.schemas.resolved`)."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
         if isinstance(target, str):
             params = _target_parameters(target)
             if params is not None:
                 for key in node:
                     if key not in params and key not in _HYDRA_NODE_KEYS:
                         raise _unknown(f"{path}{key}", f"not a parameter of {target}", params)
-        for key in node:
-            if not OmegaConf.is_missing(node, key) and not _is_interpolation(node, key):
-                _check_targets(node[key], f"{path}{key}.")
-    elif isinstance(node, ListConfig):
+        for key, value in node.items():
+            _check_targets(value, f"{path}{key}.")
+    elif isinstance(node, list):
         for i, item in enumerate(node):
             _check_targets(item, f"{path}{i}.")
-
-
-def _is_interpolation(node, key) -> bool:
-    return OmegaConf.is_interpolation(node, key)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -132,7 +131,8 @@ def validate_config(cfg: DictConfig) -> None:
     for key in cfg:
         if key not in known:
             raise _unknown(str(key), "top level of train.yaml", known - _RUNTIME_KEYS)
-    _check_targets(cfg, "")
+    data = resolved(cfg)
+    _check_targets(data, "")
     for key, ok, valid in VALUE_RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT or isinstance(value, (DictConfig, ListConfig)):
@@ -148,6 +148,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"logger.wandb.log_model={wandb.log_model} needs an online W&B run (set WANDB_API_KEY or run `wandb login`); "
             "offline runs keep their checkpoints in <run_dir>/checkpoints")
+    validate_entry("train", cfg, data)  # the type and range of every other key (schemas.SCHEMAS["train"])
 
 
 _ABSENT = object()

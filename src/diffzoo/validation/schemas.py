@@ -1,0 +1,319 @@
+"""Every user-facing key of every entry point, with what it may be: one table per entry point.
+
+``validate_entry(name, cfg)`` checks a composed config against its table before anything is built
+(no checkpoint is read, no data set opened), so ``n=abc``, ``sampler.steps=0`` or a text file given
+as ``ckpt_path`` fail in one line naming the key, the value and what is valid. A key is matched
+exactly or by a shell-style pattern (``sampler.*``); keys of a node with a ``_target_`` that the
+table does not name are checked against the target's annotated parameter types
+(:func:`rule_from_target`). The tests walk the composed configs and fail on a key with no rule
+here, so a key added later must come with one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import types
+import typing
+from functools import lru_cache
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError
+from .rules import Bool, Checked, Choice, Either, File, Float, Folder, Int, ListOf, Mapping, Pattern, Rule, Text
+
+__all__ = ["SCHEMAS", "ENTRY_POINTS", "validate_entry", "rule_for", "rule_from_target", "config_leaves", "unruled_keys", "resolved"]
+
+_THRESHOLDS = ("none", "static", "dynamic")  # Imagen §2.3 (denoisers.THRESHOLDS; a test keeps them equal)
+_SPLITS = ("train", "val")
+_EXTRACTORS = ("auto", "inception", "classifier")
+_BACKENDS = ("torch-fidelity", "torchmetrics", "diffzoo")
+_SAMPLE_METRICS = ("fid", "kid", "is", "precision_recall", "swd", "mmd", "loglik")
+_METRICS = (*_SAMPLE_METRICS, "nll_ode", "nll_vlb")
+_IMAGE_METRICS = ("fid", "kid", "is", "precision_recall")
+
+CKPT = File(words="an existing .ckpt file written by diffzoo-train")
+SEED = Int(lo=0)
+POSITIVE = Int(lo=1)
+OUT = Folder(null=True)
+DEVICE = Pattern(regex=r"auto|cpu|gpu|cuda(:\d+)?", words="auto, cpu, gpu, cuda or cuda:<index>")
+ACCELERATOR = Choice(values=("auto", "cpu", "gpu", "cuda"))
+LABELS = Either(options=(Int(lo=0), ListOf(item=Int(lo=0))), null=True)
+PATHS = {"paths.data_dir": Folder(), "paths.log_dir": Folder(), "paths.cache_dir": Folder()}
+SAMPLER_OVERRIDE = {  # a change to the checkpoint's sampler (conf/sampler: a whole sampler's own options)
+    "sampler.steps": Int(lo=1, null=True, words="a positive integer (the NFE budget)"),
+    "sampler.threshold": Choice(values=_THRESHOLDS, null=True),
+    "sampler.threshold_percentile": Float(lo=0, hi=100, lo_open=True, null=True),
+    "sampler.*": Checked(by="SamplerSpec, which refuses an option the sampler does not take"),
+}
+GUIDANCE = {
+    "guidance._target_": Checked(by="Hydra (guidance=cfg | classifier | none)"),
+    "guidance.scale": Float(lo=0),
+    "guidance.classifier_ckpt": File(words="an existing .ckpt of a noise-aware classifier"),
+    "guidance.form": Choice(values=("eps", "mean")),
+}
+FEATURES = {
+    "extractor": Choice(values=_EXTRACTORS), "backend": Choice(values=_BACKENDS),
+    "reference.split": Choice(values=_SPLITS), "reference.n": Int(lo=1, null=True),
+    "classifier.epochs": Int(lo=1, null=True),
+}
+PIPELINE = {"pipeline": Checked(by="diffzoo.pipelines (pipeline=<cascade>)"), "pipeline.*": Checked(by="diffzoo.pipelines")}
+KID = {"kid.subsets": POSITIVE, "kid.subset_size": POSITIVE}
+COMMON = {"ckpt_path": CKPT, "seed": SEED, "batch_size": POSITIVE, "use_ema": Bool(), "progress": Bool(), **PATHS}
+TABLES = {**COMMON, **FEATURES, **KID, "n": Int(lo=2), "metrics": ListOf(item=Choice(values=_SAMPLE_METRICS), distinct=True),
+          "accelerator": ACCELERATOR, "save_samples": Bool(), "out": OUT}
+
+SCHEMAS: dict[str, dict[str, Rule]] = {
+    "sample": {
+        **COMMON, **SAMPLER_OVERRIDE, **GUIDANCE, "n": POSITIVE, "y": LABELS, "out": OUT, "device": DEVICE,
+        "respace": Checked(by="the retired-key check (use sampler.steps)"),
+        "prompt": Text(null=True, empty=True, words="one caption (a string; '' is the empty caption)"),
+        "prompts": ListOf(item=Text(empty=True, words="a caption"), null=True), **PIPELINE,
+    },
+    "eval": {
+        **COMMON, **SAMPLER_OVERRIDE, **FEATURES, **KID, "n": Int(lo=2), "out": OUT,
+        "sample_steps": Checked(by="the retired-key check (use sampler.steps)"),
+        "metrics": ListOf(item=Choice(values=_METRICS), distinct=True), "is_splits": POSITIVE,
+        "precision_recall.k": POSITIVE, "toy.swd_projections": POSITIVE, "toy.mmd_bandwidth": Float(lo=0, lo_open=True),
+        "nll.n": Int(lo=1, null=True), "nll.split": Choice(values=_SPLITS), "nll.batch_size": POSITIVE,
+        "nll.num_levels": Int(lo=2), "nll.hutchinson": Choice(values=("rademacher", "gaussian", "exact")),
+        "nll.rtol": Float(lo=0, lo_open=True), "nll.atol": Float(lo=0, lo_open=True), "nll.steps": Int(lo=1, null=True),
+        "nll.variance": Choice(values=("fixedlarge", "fixedsmall", "learned_range"), null=True), "nll.clip_x0": Bool(),
+        "shard": Choice(values=("contiguous", "strided")), "devices": POSITIVE, "accelerator": ACCELERATOR,
+        "save_samples": Bool(), **PIPELINE,
+    },
+    "ddim_table": {
+        **TABLES, "steps": ListOf(item=POSITIVE, distinct=True), "etas": ListOf(item=Float(lo=0, hi=1), nonempty=False),
+        "sigma_hat": Bool(), "skip": Choice(values=("uniform", "quad")), "clip_x0": Bool(null=True),
+    },
+    "nfe_table": {
+        **TABLES, "nfe": ListOf(item=POSITIVE, distinct=True),
+        "samplers": ListOf(item=Either(options=(Text(words="a sampler name"), Mapping(required=("name",))))),
+    },
+    "edit": {
+        **COMMON, "task": Choice(values=("inpaint", "colorize")), "mask": Choice(values=("center", "left_half", "random")),
+        "mask_fraction": Float(lo=0, hi=1, lo_open=True, hi_open=True), "n": POSITIVE, "split": Choice(values=_SPLITS),
+        "steps": Checked(by="the retired-key check (use sampler.steps)"), "accelerator": ACCELERATOR, "out": OUT,
+        "sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
+        "sampler.predictor": Choice(values=("reverse_diffusion", "euler_maruyama", "ancestral", "none"), null=True),
+        "sampler.corrector": Choice(values=("langevin", "annealed_langevin", "none"), null=True),
+        "sampler.snr": Float(lo=0, lo_open=True, null=True), "sampler.n_corrector": Int(lo=0, null=True),
+        "sampler.eps": Float(lo=0, hi=1, lo_open=True, hi_open=True, null=True), "sampler.denoise": Bool(null=True),
+        "sampler.step_norm": Choice(values=("sample", "batch"), null=True),
+    },
+    "guidance_sweep": {
+        **COMMON, **SAMPLER_OVERRIDE, **GUIDANCE, **FEATURES, "n": Int(lo=2), "y": LABELS, "device": DEVICE,
+        "respace": Checked(by="the retired-key check (use sampler.steps)"),
+        "metrics": ListOf(item=Choice(values=_IMAGE_METRICS), distinct=True), "is_splits": POSITIVE,
+        "sweep_dir": Folder(null=True),
+    },
+    "train_classifier": {
+        "seed": SEED, "arch": Choice(values=("cnn",)), "epochs": Int(lo=1, null=True), "force": Bool(), **PATHS,
+        "data._target_": Checked(by="Hydra (data=digits | fashion_mnist | ...)"),
+    },
+    "reproduce": {  # the argparse arguments (its key=value overrides are diffzoo-train's)
+        "experiment": Text(words="an experiment name (conf/experiment/<name>.yaml)"),
+        "data_dir": Folder(exists=True, null=True, words="an existing folder with the data set"),
+        "smoke": Bool(),
+    },
+    "train": {  # keys of a node with a _target_ not named here: the target's annotated types
+        "task_name": Text(), "name": Text(words="a run name"), "seed": SEED,
+        "ckpt_path": File(null=True, also=("last",), words="an existing .ckpt file"), "run_dir": Folder(null=True),
+        "run_id": Text(null=True), "resume": Choice(values=("auto", "never", "must")), "optimized_metric": Text(null=True),
+        "final_samples": Int(lo=0, null=True), "tags": ListOf(item=Text(), nonempty=False, null=True),
+        **{k: Checked(by="the retired-key check (use sampler.steps)") for k in ("final_sample_steps", "respace", "sample_steps")},
+        "*._target_": Checked(by="Hydra (the config group's options)"), "*._partial_": Checked(by="Hydra"),
+        "sampler.*": Checked(by="SamplerSpec, which refuses an option the sampler does not take"),
+        "sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
+        "ema.decay": Float(lo=0, hi=1, hi_open=True, null=True), "ema.warmup": Bool(),
+        # the data modules' loader settings (diffzoo.data.base, passed on as **loader)
+        "data.batch_size": POSITIVE, "data.eval_batch_size": Int(lo=1, null=True), "data.num_workers": Int(lo=0),
+        "data.pin_memory": Bool(), "data.persistent_workers": Bool(), "data.seed": SEED,
+        "*resolutions": ListOf(item=POSITIVE, nonempty=False), "*channel_mult": ListOf(item=POSITIVE),
+        "*ch_mult": ListOf(item=POSITIVE), "net.fir_kernel": ListOf(item=POSITIVE), "*image_tower.widths": ListOf(item=POSITIVE),
+        "*._convert_": Checked(by="Hydra"), "*._recursive_": Checked(by="Hydra"),
+        "data.params.noise": Float(lo=0), "data.params.standardize": Bool(), "data.theta": ListOf(item=Float()),
+        "model.augmentation.blur": Mapping(null=True), "model.augmentation.blur.sigma": ListOf(item=Float(lo=0)),
+        "model.augmentation.noise.process": Mapping(null=True),
+        "model.augmentation.noise.train_levels": ListOf(item=Float(lo=0, hi=1)),
+        "model.grid.bins": ListOf(item=POSITIVE), "model.grid.range*": ListOf(item=Float()),
+        "model.paper_values.*": Float(), "model.prior_var": ListOf(item=Float(lo=0, lo_open=True)),
+        "model.reflow_sampler.*": SAMPLER_OVERRIDE["sampler.*"],
+        "schedule.prior_range": ListOf(item=Float()), "schedule.sigmas": ListOf(item=Float(lo=0, lo_open=True), null=True),
+        "trainer.val_check_interval": Either(options=(POSITIVE, Float(lo=0, hi=1, lo_open=True)), null=True),
+        "optimizer.lr": Float(lo=0, lo_open=True), "optimizer.weight_decay": Float(lo=0), "optimizer.eps": Float(lo=0, lo_open=True),
+        "optimizer.betas": ListOf(item=Float(lo=0, hi=1, hi_open=True)),
+        # Lightning's Trainer (its annotations are unions the rules do not read)
+        "trainer.accelerator": Choice(values=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
+        "trainer.devices": Either(options=(Int(lo=1, also=(-1,)), ListOf(item=Int(lo=0)), Choice(values=("auto",)))),
+        "trainer.fast_dev_run": Either(options=(Bool(), Int(lo=1))),
+        "trainer.precision": Choice(values=("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
+                                            16, 32, 64)),
+        "trainer.strategy": Text(), "trainer.num_nodes": POSITIVE, "trainer.accumulate_grad_batches": POSITIVE,
+        "perf.*": Bool(), "perf.compile_mode": Choice(values=("default", "reduce-overhead", "max-autotune",
+                                                               "max-autotune-no-cudagraphs")),
+        "perf.matmul_precision": Choice(values=("highest", "high", "medium")),
+        "callbacks.model_checkpoint.dirpath": Folder(null=True),
+        "callbacks.model_checkpoint.save_last": Either(options=(Bool(), Choice(values=("link",))), null=True),
+        "callbacks.evaluation.metrics": ListOf(item=Choice(values=_METRICS), distinct=True, null=True),
+        "callbacks.evaluation.sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
+        "callbacks.evaluation.sampler.*": SAMPLER_OVERRIDE["sampler.*"],
+        "callbacks.preemption.signals": ListOf(item=Text(), nonempty=False),
+        "logger.wandb.tags": ListOf(item=Text(), nonempty=False, null=True), "logger.wandb.save_dir": Folder(null=True),
+        "logger.wandb.offline": Bool(), "logger.wandb.log_model": Either(options=(Bool(), Choice(values=("all",)))),
+        **{f"logger.wandb.{k}": Text(null=True) for k in ("project", "name", "group", "job_type", "id", "entity", "resume")},
+        **PATHS,
+        **{group: Checked(by="Hydra: a config group, null when switched off") for group in (
+            "net", "schedule", "objective", "sampler", "model", "optimizer", "lr_scheduler", "ema", "parameterization",
+            "text_encoder", "first_stage", "logger", "callbacks", "data")},
+        **{f"callbacks.{name}": Checked(by="Hydra: a callback, null when switched off") for name in (
+            "model_checkpoint", "sample_grid", "progress", "throughput", "evaluation", "preemption", "nan_guard")},
+    },
+}
+ENTRY_POINTS = {"sample": "diffzoo.sample", "eval": "diffzoo.evaluate", "ddim_table": "diffzoo.ddim_table",
+                "nfe_table": "diffzoo.nfe_table", "edit": "diffzoo.edit", "guidance_sweep": "diffzoo.guidance_sweep",
+                "train_classifier": "diffzoo.metrics.train_classifier", "reproduce": "diffzoo.reproduce",
+                "train": "diffzoo.train"}
+
+
+def rule_for(schema: dict[str, Rule], key: str) -> Rule | None:
+    """The rule of ``key``: its own entry, else the first pattern that matches it."""
+    if key in schema:
+        return schema[key]
+    for pattern, rule in schema.items():
+        if "*" in pattern and fnmatch.fnmatchcase(key, pattern):
+            return rule
+    return None
+
+
+def _from_annotation(annotation, default) -> Rule | None:
+    """A rule from a parameter's type annotation: int, float, bool, str, Literal, their Optional."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    null = default is None
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        null = null or len(rest) < len(args)
+        if len(rest) == 1:
+            return _from_annotation(rest[0], None if null else default)
+        if set(rest) == {int, float}:
+            return Float(null=null)
+        return None
+    if origin is typing.Literal:
+        return Choice(values=tuple(args), null=null)
+    simple = {bool: Bool, int: Int, float: Float, str: Text}
+    if annotation in simple:
+        return simple[annotation](null=null)
+    return None
+
+
+# targets that pass their **kwargs on to another one (its parameters are theirs)
+FORWARDS_KWARGS = {"diffzoo.networks.inpainting.InpaintingUNet": "diffzoo.networks.unet.UNet"}
+
+
+@lru_cache(maxsize=None)
+def _target_hints(target: str) -> dict[str, tuple[Any, Any]]:
+    """``{parameter: (annotation, default)}`` of ``target``; a class's **kwargs read on in its bases."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:  # noqa: BLE001 - an unimportable target fails with Hydra's own message later
+        return {}
+    found: dict[str, tuple[Any, Any]] = {}
+    for fn in [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__] if inspect.isclass(obj) else [obj]:
+        try:
+            hints, params = typing.get_type_hints(fn), inspect.signature(fn).parameters
+        except Exception:  # noqa: BLE001 - unreadable annotations: no rule from them
+            break
+        found.update({n: (hints[n], p.default) for n, p in params.items() if n in hints and n not in found})
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    if target in FORWARDS_KWARGS:
+        found = {**_target_hints(FORWARDS_KWARGS[target]), **found}
+    return found
+
+
+def rule_from_target(target: str, param: str) -> Rule | None:
+    """The rule of parameter ``param`` of ``target`` (a class or function) from its annotation, or
+    ``None`` when it has none the rules can read."""
+    hint = _target_hints(target).get(param)
+    return None if hint is None else _from_annotation(*hint)
+
+
+def config_leaves(cfg: DictConfig, prefix: str = "", schema: dict[str, Rule] | None = None):
+    """Yield ``(dotted key, node, target of the enclosing node)`` for every leaf of ``cfg`` (``"???"``
+    for a missing value; a list is a leaf; so is a mapping that ``schema`` gives a rule of its own,
+    other than :class:`Checked`), ``hydra`` left out."""
+    target = cfg.get("_target_") if "_target_" in cfg else None
+    for key in cfg:
+        if not prefix and key == "hydra":
+            continue
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            yield full, "???", target
+            continue
+        value = cfg._get_node(key)
+        if OmegaConf.is_interpolation(cfg, key) and isinstance(cfg[key], DictConfig):
+            continue  # a copy of another node (``tokenizer.data: ${data}``), checked where it is defined
+        own = rule_for(schema, full) if schema is not None else None
+        if isinstance(value, DictConfig) and not value._is_none() and (own is None or isinstance(own, Checked)):
+            yield from config_leaves(cfg[key], f"{full}.", schema)
+        else:
+            yield full, value, target
+
+
+_ABSENT = object()
+
+
+def unruled_keys(name: str, cfg: DictConfig) -> list[str]:
+    """Keys of ``cfg`` that neither the table of ``name`` nor their target's annotations give a rule."""
+    schema = SCHEMAS[name]
+    return [key for key, _, target in config_leaves(cfg, schema=schema)
+            if rule_for(schema, key) is None and (target is None or rule_from_target(str(target), key.rsplit(".", 1)[-1]) is None)]
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """``cfg`` resolved into plain containers (a missing value stays ``"???"``); an interpolation that
+    cannot be resolved is a one-line :class:`ConfigError` naming its key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{key or 'the config'}: {next(iter(str(e).splitlines()), type(e).__name__)}") from None
+
+
+def _plain_leaves(data: dict, schema: dict[str, Rule], prefix: str = ""):
+    """:func:`config_leaves` over plain containers: ``(key, value, target)``."""
+    target = data.get("_target_")
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if not prefix and key == "hydra":
+            continue
+        own = rule_for(schema, full)
+        if isinstance(value, dict) and (own is None or isinstance(own, Checked)):
+            yield from _plain_leaves(value, schema, f"{full}.")
+        else:
+            yield full, value, target
+
+
+def validate_entry(name: str, cfg: DictConfig, data: dict | None = None) -> None:
+    """Check ``cfg`` (the composed config of entry point ``name``; ``data``: it resolved, if at hand)
+    against :data:`SCHEMAS`, files and folders last, so that a wrong value elsewhere is named first.
+    Raises a one-line :class:`ConfigError`."""
+    schema = SCHEMAS[name]
+    checks: list[tuple[str, Rule, Any]] = []
+    for key, value, target in _plain_leaves(resolved(cfg) if data is None else data, schema):
+        rule = rule_for(schema, key)
+        if rule is None and isinstance(target, str):
+            rule = rule_from_target(target, key.rsplit(".", 1)[-1])
+        if rule is None:
+            continue
+        if isinstance(value, str) and value == "???":
+            raise ConfigError(f"{key} must be set: it has no default; it must be {rule.valid_text()}")
+        checks.append((key, rule, value))
+    checks.sort(key=lambda c: isinstance(c[1], (File, Folder)))
+    for key, rule, value in checks:
+        rule.check(key, value)
