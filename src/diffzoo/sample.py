@@ -39,13 +39,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt_path``; return paths, the sampler and the NFE used."""
     from .guidance.labels import class_grid, labels_for_indices, num_classes_of
     from .runtime import device_of, guidance_from_config, load_for_sampling, run_dir_of
-    from .validation import check_retired_keys
+    from .validation import check_retired_keys, validate_entry
     from .samplers import sample_indices
     from .utils.images import save_image_grid, save_samples_figure, to_uint8
     from .utils.progress import track
     from .data.caption_preview import save_prompt_rows
 
     check_retired_keys(cfg)
+    validate_entry("sample", cfg)  # types and ranges of every key, before the checkpoint is read
     if int(cfg.n) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"n and batch_size must be >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
     module, spec = load_for_sampling(cfg.ckpt_path, cfg.get("sampler"), device_of(cfg.device))
