@@ -303,3 +303,30 @@ def test_diffzoo_sample_writes_decoded_images(tmp_path):
     assert images.shape == (3, 16, 16, 1)
     blocks = torch.from_numpy(images[..., 0]).unfold(1, 4, 4).unfold(2, 4, 4)  # D = nearest ×4 upsampling
     assert torch.equal(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
+def test_classifier_free_guidance_on_a_class_conditional_latent_model():
+    from diffzoo.guidance import ClassifierFreeGuidance
+    from diffzoo.networks.spatial_transformer import LDMUNet, SpatialTransformer
+
+    torch.manual_seed(0)
+    stage = PoolFirstStage(f=4, latent_channels=2)
+    net = LDMUNet(in_channels=2, out_channels=2, image_size=4, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                  attention_resolutions=(2,), num_head_channels=8, num_groups=8, dropout=0.0, context_dim=8, num_classes=3)
+    for m in [*net.modules()]:  # weights away from their zero init, so labels and guidance change the output
+        if isinstance(m, SpatialTransformer):
+            torch.nn.init.normal_(m.proj_out.weight, std=0.2)
+    torch.nn.init.normal_(net.out[-1].weight, std=0.2)
+    module = LatentDiffusionModule(net, DiscreteSchedule(sqrt_linear_betas(1000)), SimpleLoss(), SamplerSpec("ddim", 3),
+                                   lambda p: torch.optim.Adam(p), ema_decay=None, data_shape=(1, 16, 16), first_stage=stage,
+                                   latent_scaling="fixed", scale_factor=0.5, conditional=True, cond_drop_prob=0.1)
+    d = module.denoiser()
+    assert d.null_cond == {"y": 3}
+    labels = torch.tensor([0, 2])
+    plain = sample_indices(d, module.sampler, range(2), seed=0, shape=module.data_shape, labels=labels)
+    guided = sample_indices(d, module.sampler, range(2), seed=0, shape=module.data_shape, labels=labels,
+                            guidance=ClassifierFreeGuidance(scale=3.0))
+    same = sample_indices(d, module.sampler, range(2), seed=0, shape=module.data_shape, labels=labels,
+                          guidance=ClassifierFreeGuidance(scale=0.0))  # w = 0: the conditional model itself
+    assert guided.x.shape == plain.x.shape == (2, 1, 16, 16)
+    assert torch.allclose(same.x, plain.x, atol=1e-5) and not torch.allclose(guided.x, plain.x, atol=1e-3)
