@@ -76,3 +76,29 @@ def test_two_commands_autoencoder_then_ldm_and_the_ldm_checkpoint_rebuilds_alone
     a = module.sample(2, steps=2, generator=torch.Generator().manual_seed(0))
     b = load_module(ldm_ckpt).sample(2, steps=2, generator=torch.Generator().manual_seed(0))
     assert a.shape == (2, 1, 32, 32) and torch.equal(a, b)
+
+
+@pytest.mark.slow  # ~1 min: reads all of Fashion-MNIST and encodes 4k images (the fast suite does it on digits)
+def test_kl_latents_of_fashion_mnist_have_unit_std_after_the_first_batch_scale(tmp_path):
+    # ldm_kl_f4_fashion_mnist's first stage (untrained here) on Fashion-MNIST: s = 1/std(z) of the first training batch
+    # of 128 makes the latents of 4096 other training images unit-std, up to the spread of the first-batch estimate
+    # over batches (measured on these data: 4 of its standard deviations)
+    from diffzoo.data import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(root=str(tmp_path), image_size=32, batch_size=128)
+    try:
+        dm.setup("fit")
+    except Exception as err:  # noqa: BLE001 - the Debian files are optional
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+    cfg = compose_config("train", ["experiment=ldm_kl_f4_fashion_mnist", "trainer.fast_dev_run=true"])
+    torch.manual_seed(0)
+    module = build_module(cfg, (1, 32, 32))
+    x = dm.train_dataset_tensor()[: 128 * 33]
+    batches = x.reshape(33, 128, 1, 32, 32)
+    with torch.no_grad():
+        s = module.fit_scale(batches[0]).item()
+        estimates = torch.stack([1 / module.first_stage.encode(b).std() for b in batches[1:9]])
+        z = torch.cat([module.encode(b) for b in batches[1:]])
+    spread = (estimates.std() / estimates.mean()).item()
+    assert s == module.scale_factor.item()
+    assert z.std().item() == pytest.approx(1.0, abs=4 * spread + 1e-3)
