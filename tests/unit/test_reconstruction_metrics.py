@@ -94,3 +94,5 @@ def test_evaluate_reconstruction_of_a_perfect_autoencoder():
     report = evaluate_reconstruction(Identity(), x)
     assert report.ssim == pytest.approx(1.0) and math.isinf(report.psnr) and report.rfid is None
     assert set(report.as_metrics()) == {"psnr", "ssim"}
+    small = evaluate_reconstruction(Identity(), x[..., :8, :8])  # 8x8 digits: smaller than SSIM's window
+    assert small.ssim is None and set(small.as_metrics()) == {"psnr"}

@@ -84,18 +84,21 @@ def reconstruction_fid(extractor: FeatureExtractor, images: torch.Tensor, recons
 
 @dataclass
 class ReconstructionReport:
-    """Mean PSNR (dB) and SSIM over ``n`` held-out images, rFID in ``space`` (``None`` without an
-    extractor). Names carry the count and space as the other metrics: see :meth:`as_metrics`."""
+    """Mean PSNR (dB) and SSIM over ``n`` held-out images (SSIM ``None`` for images smaller than its
+    window), rFID in ``space`` (``None`` without an extractor). Names carry the count and space as
+    the other metrics: see :meth:`as_metrics`."""
 
     psnr: float
-    ssim: float
+    ssim: float | None
     rfid: float | None
     n: int
     space: str | None
 
     def as_metrics(self) -> dict[str, float]:
         """``{"psnr": …, "ssim": …, "rfid_<space><n>": …}`` (e.g. ``rfid_fashion_mnist1000``)."""
-        out = {"psnr": self.psnr, "ssim": self.ssim}
+        out = {"psnr": self.psnr}
+        if self.ssim is not None:
+            out["ssim"] = self.ssim
         if self.rfid is not None:
             out[f"rfid_{self.space}{self.n}"] = self.rfid
         return out
@@ -122,5 +125,5 @@ def evaluate_reconstruction(autoencoder, images: torch.Tensor, extractor: Featur
     rec = to_uint8(torch.cat(recs)).float() / 127.5 - 1
     real = to_uint8(images).float() / 127.5 - 1
     rfid = reconstruction_fid(extractor, real, rec) if extractor is not None else None
-    return ReconstructionReport(float(psnr(real, rec).mean()), float(ssim(real, rec).mean()), rfid,
-                                int(images.shape[0]), getattr(extractor, "space", None))
+    s = float(ssim(real, rec).mean()) if min(real.shape[-2:]) >= SSIM_WINDOW else None
+    return ReconstructionReport(float(psnr(real, rec).mean()), s, rfid, int(images.shape[0]), getattr(extractor, "space", None))
