@@ -34,6 +34,8 @@ PAPERS: dict[str, str] = {
     "ADM": "Dhariwal & Nichol 2021, Diffusion Models Beat GANs on Image Synthesis",
     "CFG": "Ho & Salimans 2022, Classifier-Free Diffusion Guidance",
     "Score SDE": "Song et al. 2021, Score-Based Generative Modeling through Stochastic Differential Equations",
+    "GLIDE": "Nichol et al. 2022, GLIDE: Towards Photorealistic Image Generation and Editing with Text-Guided Diffusion Models",
+    "Imagen": "Saharia et al. 2022, Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding",
 }
 
 
