@@ -100,7 +100,8 @@ class LatentMixin:
     def train(self, mode: bool = True):
         """Train mode for the module, never for the frozen first stage (LDM ``disabled_train``)."""
         super().train(mode)
-        self.first_stage.eval()
+        if getattr(self, "first_stage", None) is not None:
+            self.first_stage.eval()
         return self
 
     def _scale(self) -> torch.Tensor:
