@@ -305,8 +305,8 @@ def _script(name: str) -> str | None:
     return str(found) if found.is_file() else shutil.which(name)
 
 
-@pytest.mark.parametrize(("script", "args", "key"), [  # each starts a Python with torch: one in the fast suite
-    ("diffzoo-sample", ["n=abc"], "n"),
+@pytest.mark.parametrize(("script", "args", "key"), [  # each starts a Python with torch (~30 s on a busy 2-core machine)
+    pytest.param("diffzoo-sample", ["n=abc"], "n", marks=pytest.mark.slow),
     pytest.param("diffzoo-eval", ["n=0"], "n", marks=pytest.mark.slow),
     pytest.param("diffzoo-train", ["data.batch_size=-3"], "data.batch_size", marks=pytest.mark.slow),
 ])
@@ -318,3 +318,63 @@ def test_console_scripts_answer_the_same(script, args, key, files, tmp_path):
     proc = subprocess.run([exe, *_base_overrides(name, files), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     problem = _one_line_naming(key, proc.returncode, proc.stderr)
     assert problem is None, problem
+
+
+# ---------------------------------------------------------------- the issue's rows, on a real checkpoint
+@pytest.fixture(scope="module")
+def ddpm_ckpt(tmp_path_factory):
+    """An unconditional digits DDPM checkpoint as diffzoo-train writes it (not trained: the rows fail
+    before or right after loading)."""
+    from tests.integration.test_eval_cli import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ddpm") / "run" / "checkpoints" / "last.ckpt")
+
+
+ISSUE_ROWS = [  # (argv after ckpt_path, what the one line must say)
+    (["n=abc"], "n='abc' is impossible: it must be a positive integer"),
+    (["n=-3"], "n=-3 is impossible: it must be a positive integer"),
+    (["sampler=ddim", "sampler.steps=0"], "sampler.steps=0 is impossible: it must be a positive integer"),
+    (["y=42"], "y=42 is given but the model is unconditional and no guidance is set"),
+    (["prompt='a bold seven'"], "prompt is given but this model takes no text"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), ISSUE_ROWS, ids=[" ".join(a) for a, _ in ISSUE_ROWS])
+def test_issue_rows_on_a_real_checkpoint(argv, message, ddpm_ckpt, capsys, monkeypatch, tmp_path):
+    from diffzoo.sample import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["diffzoo-sample", f"ckpt_path={ddpm_ckpt}", f"out={tmp_path / 'out'}", "device=cpu", *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert message in err, err
+    assert not (tmp_path / "out" / "samples.npz").exists()  # refused, not ignored
+
+
+def test_a_text_file_as_checkpoint_is_named_as_such(tmp_path, capsys, monkeypatch):
+    from diffzoo.sample import main
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not a checkpoint\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["diffzoo-sample", f"ckpt_path={notes}"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{notes} is not a torch checkpoint" in err and "code execution" not in err
+
+
+def test_a_checkpoint_of_another_model_kind(ddpm_ckpt, tmp_path):
+    """A DDPM checkpoint given to a classifier run: named as another model kind, not as a weight mismatch."""
+    from diffzoo.errors import CheckpointError
+    from diffzoo.train import train
+    from tests.helpers import TINY, compose_train
+
+    cfg = compose_train(["experiment=adm_classifier_digits", *TINY, f"ckpt_path={ddpm_ckpt}"], run_dir=tmp_path / "cls")
+    with pytest.raises(CheckpointError, match=r"is of another model kind: it holds a DiffusionModule .*builds a NoisyClassifierModule"):
+        train(cfg)
