@@ -211,6 +211,7 @@ def test_kill_9_at_random_moments_leaves_a_loadable_last_ckpt_and_the_rerun_resu
     assert f"(step {saved_steps[-1]})" in again.stdout and "resuming" in again.stdout, again.stdout[-2000:]
     assert torch.load(last, weights_only=True)["global_step"] == end
     assert not (run_dir / LOCK_NAME).exists()
+    assert not [p.name for p in run_dir.rglob("*.tmp")]  # what the killed runs were writing is cleared away
 
 
 @pytest.mark.slow

@@ -87,6 +87,19 @@ def test_a_stale_lock_is_taken_over_with_a_notice(tmp_path, capsys):
     lock.release()
 
 
+def test_taking_over_a_stale_lock_removes_what_the_dead_holder_was_writing(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    left = [tmp_path / "checkpoints" / ".last.ckpt.a1b2c3d4.tmp", tmp_path / ".metrics.json.zz_9yx8w.tmp"]
+    kept = [tmp_path / "checkpoints" / "last.ckpt", tmp_path / "notes.tmp", tmp_path / ".hidden.tmp"]
+    for p in left + kept:
+        p.write_bytes(b"x")
+    RunDirLock.acquire(tmp_path).release()  # no holder to take over from: nothing removed
+    assert all(p.exists() for p in left + kept)
+    _write_lock(tmp_path, pid=_dead_pid())
+    RunDirLock.acquire(tmp_path).release()
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+
+
 def test_a_recycled_pid_is_not_the_holder(tmp_path, sleeper, capsys):
     from diffzoo.utils.run_lock import _process_start
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -18,14 +19,15 @@ from typing import IO, Iterator
 
 from ..errors import DiffzooError
 
-__all__ = ["WriteFailedError", "atomic_file", "save_with_card", "torch_save_atomic", "write_json_atomic",
-           "write_text_atomic"]
+__all__ = ["WriteFailedError", "atomic_file", "remove_leftover_temporaries", "save_with_card", "torch_save_atomic",
+           "write_json_atomic", "write_text_atomic"]
 
 
 class WriteFailedError(DiffzooError, OSError):
     """A result file could not be written (disk full, …); the previous file, if any, is unchanged."""
 
 
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # .<name>.<mkstemp's 8 random characters>.tmp
 _open_fd = os.fdopen  # how the temporary file's descriptor is opened (a test simulates a full disk here)
 
 
@@ -72,6 +74,19 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             with suppress(OSError):
                 os.unlink(tmp)
     _fsync_dir(path.parent)
+
+
+def remove_leftover_temporaries(directory: str | Path) -> int:
+    """Delete the temporary files :func:`atomic_file` leaves when its process is killed mid-write
+    (``kill -9``), anywhere under ``directory``; return how many. Call it only while no process
+    writes there (e.g. holding the run dir's lock)."""
+    removed = 0
+    for path in Path(directory).rglob(".*.tmp"):
+        if path.is_file() and _TEMPORARY.match(path.name):
+            with suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -9,7 +9,8 @@ process that finds the file refuses to start with one line naming the holder, un
 * **its own job's, requeued**: the lock's SLURM job id is this process's own (SLURM keeps the id
   when it requeues a job, and a requeued job runs after the old allocation ended, often elsewhere).
 
-Either way the lock is taken over with a one-line notice. Reading, deciding and writing happen under
+Either way the lock is taken over with a one-line notice, and the temporary files the old holder was
+writing when it died (:func:`~diffzoo.utils.io.remove_leftover_temporaries`) are removed. Reading, deciding and writing happen under
 an ``flock`` of a guard file next to the lock, so two processes cannot both take over one stale lock;
 the lock file itself is replaced atomically, so a reader never sees half of one.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from ..config import slurm_job_id
 from ..errors import DiffzooError
-from .io import write_text_atomic
+from .io import remove_leftover_temporaries, write_text_atomic
 
 __all__ = ["LOCK_NAME", "Holder", "RunDirBusyError", "RunDirLock", "is_launch_rank_zero", "takeover_reason"]
 
@@ -171,6 +172,8 @@ class RunDirLock:
                 print(f"diffzoo: taking over the lock of {run_dir} from {holder.describe()}: {reason}",
                       file=sys.stderr, flush=True)
             write_text_atomic(path, json.dumps(asdict(me), indent=1))
+            if holder is not None:  # what a killed holder was writing when it died: never read, only in the way
+                remove_leftover_temporaries(run_dir)
         return cls(run_dir, me)
 
     def release(self) -> None:
