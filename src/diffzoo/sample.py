@@ -37,6 +37,10 @@ __all__ = ["sample", "main"]
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt_path``; return paths, the sampler and the NFE used."""
+    if cfg.get("pipeline") is not None:  # a cascade of checkpoints (conf/pipeline/): diffzoo.pipelines
+        from .pipelines.run import sample_pipeline
+
+        return sample_pipeline(cfg)
     from .guidance.labels import class_grid, labels_for_indices, num_classes_of
     from .runtime import device_of, guidance_from_config, load_for_sampling, run_dir_of
     from .validation import check_retired_keys, validate_entry

@@ -17,7 +17,7 @@ LAYERS = [
     ["samplers", "guidance", "objectives", "likelihood"],
     ["lit"],
     ["metrics", "callbacks"],
-    ["validation", "runtime", "sampler_tables"],
+    ["validation", "runtime", "sampler_tables", "pipelines"],
     ["train", "sample", "evaluate", "edit", "ddim_table", "nfe_table", "guidance_sweep", "reproduce", "sweep"],
     ["claims"],
 ]

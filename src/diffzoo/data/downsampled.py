@@ -80,7 +80,7 @@ class AreaDownsampledDataModule(DiffusionDataModule):
             raise ValueError(f"data.resolution={resolution} must divide the wrapped images' side {H} (data.data.image_size)")
         self.data = data
         self.resolution = int(resolution)
-        self.name = f"{data.name}_{self.resolution}"
+        self.name = f"{data.name}_{self.resolution}px"  # e.g. fashion_mnist_16px (metric names: fid_fashion_mnist_16px1k)
         self.data_shape = (C, self.resolution, self.resolution)
         self.num_classes = data.num_classes
 
