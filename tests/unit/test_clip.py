@@ -159,3 +159,35 @@ def test_open_clip_model_matches_its_own_encoders():
         x = torch.rand(2, 1, 16, 16) * 2 - 1  # grey images in [-1, 1] at the model's size
         pix = ((x.expand(-1, 3, -1, -1) + 1) / 2 - wrapped.mean) / wrapped.std
         torch.testing.assert_close(wrapped.encode_image(x), F.normalize(model.encode_image(pix), dim=-1))
+
+
+def test_zero_shot_accuracy_metric_counts_agreement_per_attribute():
+    """metrics.zero_shot_accuracy: an image's predicted class is the argmax of zero_shot_logits; a stub
+    CLIP that reads the class from the image's first pixel (and says "bold" always) scores exactly the
+    fraction of images it reads right."""
+    from types import SimpleNamespace
+
+    from diffzoo.data.captions import PromptSet
+    from diffzoo.metrics.zero_shot import zero_shot_accuracy
+
+    y = torch.tensor([0, 1, 2, 0, 1])
+    bold = torch.tensor([1, 0, 1, 1, 1])
+    x = torch.zeros(5, 1, 2, 2)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 1.0, 1.0])  # image 3 is read as class 1: 4 of 5 right
+    held = SimpleNamespace(images=lambda: x, attributes={"class": y, "bold": bold})
+    labels = {"class": torch.tensor([0, 0, 1, 1, 2, 2]), "bold": torch.tensor([0, 1, 0, 1, 0, 1])}
+    dm = SimpleNamespace(num_classes=3, eval_set=lambda which: held,
+                         prompts=lambda reg, n, seed: PromptSet(["p"] * 6, torch.zeros(6, 1), labels))
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def zero_shot_logits(self, images, prompts, prompt_labels, k):
+            if k == 3:
+                return F.one_hot(images[:, 0, 0, 0].long(), 3).float()
+            return torch.tensor([[0.0, 1.0]]).expand(len(images), 2)
+
+    acc = zero_shot_accuracy(Stub(), dm, prompts_per_pair=1)
+    assert acc == {"class": pytest.approx(4 / 5), "bold": pytest.approx(4 / 5)}
