@@ -90,3 +90,15 @@ def test_fine_tuning_starts_from_the_base_checkpoint(tmp_path):
     assert s.shape == (2, 1, 8, 8) and torch.isfinite(s).all()
     with pytest.raises(ValueError, match="takes no condition 'y'"):
         m.sample(2, cond={"y": torch.zeros(2, dtype=torch.long)})
+
+
+def test_mask_edge_jump_closed_forms():
+    from diffzoo.claims.papers.text_to_image import mask_edge_jump
+
+    mask = torch.ones(2, 1, 6, 6)
+    mask[:, :, 2:4, 1:5] = 0  # a 2×4 hole: 2·2 vertical-neighbour edges... 4 above + 4 below + 2 left + 2 right = 12 pairs
+    filled = torch.where(mask.bool(), torch.zeros(2, 1, 6, 6), torch.ones(2, 1, 6, 6))
+    filled[1] *= 0.25  # the second image's hole is 0.25 above its surroundings
+    torch.testing.assert_close(mask_edge_jump(filled, mask), torch.tensor([1.0, 0.25]))
+    ramp = torch.arange(6.0).expand(2, 1, 6, 6).clone()  # x = column index: jumps of 1 horizontally, 0 vertically
+    torch.testing.assert_close(mask_edge_jump(ramp, mask), torch.tensor([4 / 12, 4 / 12]))

@@ -51,6 +51,7 @@ def _ddpm(
     generator: GeneratorLike = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
+    project: Callable[[torch.Tensor, object], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Draw ``x_0`` by ancestral sampling (module docstring).
 
@@ -65,6 +66,9 @@ def _ddpm(
         spacing: ``"even"`` (both ends, improved-diffusion's respacing), ``"uniform"`` or ``"quad"``.
         generator: ``None``, a generator, or one per sample (``diffzoo.utils.random``).
         callback: called after every step with ``{"i", "t", "x", "x0", "nfe"}``.
+        project: ``project(x, t) → x`` applied to ``x_T`` (at the grid's first time) and after every
+            step (at the step's new time; ``None`` after the last) — e.g. replacement inpainting
+            (:func:`~diffzoo.samplers.inpaint.replace_inpaint`).
     Returns: ``x_0`` ``[B, C, …]``.
     """
     if variance not in VARIANCES:
@@ -74,7 +78,7 @@ def _ddpm(
     process = denoiser.process
     grid = _plan(process, steps, spacing).grid
     count = counted(callback)
-    x = x_T
+    x = x_T if project is None else project(x_T, grid[len(grid) - 1])
     for i in track(reversed(range(len(grid))), total=len(grid), description="DDPM", enabled=progress):
         t = grid[i]
         step = process.posterior(t, grid[i - 1] if i > 0 else None)
@@ -85,6 +89,8 @@ def _ddpm(
             if p.mean_shift is not None:
                 mean = mean + var * p.mean_shift  # ADM Algorithm 1: μ + s Σ ∇ log p_φ(y | x_t)
         x = mean + std * randn_like(x, generator) if i > 0 else mean  # Algorithm 2, line 4: no noise on the last step
+        if project is not None:
+            x = project(x, grid[i - 1] if i > 0 else None)
         count({"i": i, "t": t, "x": x, "x0": p.x0})
     return x
 

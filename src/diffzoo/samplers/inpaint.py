@@ -24,7 +24,7 @@ from ..utils.random import GeneratorLike, randn_like
 from ..utils.tensors import bcast
 from .pc import PCStep, pc
 
-__all__ = ["inpaint", "colorize", "decorrelating_basis"]
+__all__ = ["inpaint", "replace_inpaint", "colorize", "decorrelating_basis"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 PC_OPTIONS = ("predictor", "corrector", "snr", "n_corrector", "eps", "denoise", "step_norm")
@@ -85,6 +85,38 @@ def inpaint(*args, **kwargs) -> torch.Tensor:
 def _inpaint(denoiser, x_T, y, mask, steps=None, generator: GeneratorLike = None, **pc_kwargs):
     keep = torch.broadcast_to(mask.to(device=y.device).bool(), y.shape)
     return _conditioned_pc(denoiser, x_T, y, keep, _identity, _identity, steps, pc_kwargs, generator)
+
+
+@torch.no_grad()
+def replace_inpaint(denoiser: Denoiser, x_T: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, steps: int | None = None,
+                    generator: GeneratorLike = None, **ddpm_kwargs) -> torch.Tensor:
+    """Replacement inpainting in DDPM ancestral sampling, for any forward process (no SDE limit needed).
+
+    The imputation of Score SDE App. I.2 in discrete time — the baseline GLIDE §4.3 compares its
+    fine-tuned model with: the known coordinates of ``x_T`` and of every later ``x_s`` are replaced by
+    a draw of the forward marginal ``q(x_s | y) = N(α_s y, σ_s² I)``, and the last step puts ``y``
+    itself back. The unknown coordinates follow the model's ancestral chain (:func:`~diffzoo.samplers.ddpm.ddpm`).
+
+    Args:
+        denoiser: the model (a :class:`~diffzoo.denoisers.Denoiser`, conditions bound).
+        x_T: ``[B, …]`` starting noise; ``y``: ``[B, …]`` data with the known values, model coordinates;
+        mask: bool / 0-1, broadcastable to ``y``, true (1) where ``y`` is known.
+        steps, generator, ddpm_kwargs: as :func:`~diffzoo.samplers.ddpm.ddpm` (``variance``, ``clip_x0``, …).
+    Returns: ``[B, …]`` equal to ``y`` wherever ``mask`` is true.
+    """
+    from .ddpm import ddpm
+
+    keep = torch.broadcast_to(mask.to(device=y.device).bool(), y.shape)
+    process = denoiser.process
+
+    def project(x: torch.Tensor, t) -> torch.Tensor:
+        if t is None:
+            return torch.where(keep, y, x)
+        alpha, sigma = process.alpha_sigma(torch.as_tensor(t, dtype=y.dtype, device=y.device).expand(y.shape[0]))
+        noisy = bcast(alpha, y) * y + bcast(sigma, y) * randn_like(y, generator)
+        return torch.where(keep, noisy, x)
+
+    return ddpm(denoiser, x_T, steps, generator=generator, project=project, **ddpm_kwargs)
 
 
 def decorrelating_basis(channels: int, dtype=torch.float64, device=None) -> torch.Tensor:

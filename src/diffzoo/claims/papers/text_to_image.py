@@ -242,7 +242,7 @@ def mask_edge_jump(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
        shown=("all_acc_finetuned", "all_acc_replacement", "edge_jump_finetuned", "edge_jump_replacement", "edge_jump_real"))
 def glide_inpainting(ctx) -> Result:
     from ...lit.inpainting import random_box_masks
-    from ...samplers import SamplerSpec, inpaint, sample_indices
+    from ...samplers import SamplerSpec, replace_inpaint, sample_indices
 
     base_run = ctx.trained("glide_digits", ctx.budget(*TEXT_STEPS))
     tuned_run = ctx.trained("glide_inpaint_digits", ctx.budget(*INPAINT_STEPS), f"model.base_ckpt={base_run.ckpt}")
@@ -260,8 +260,8 @@ def glide_inpainting(ctx) -> Result:
                             cond={"text": text, "masked_image": x0 * mask, "mask": mask}).x
     base_den = base.denoiser(True).bind(text=text)
     x_T = base_den.process.prior_sample((n, *base.data_shape), torch.Generator().manual_seed(ctx.seed))
-    replaced = base_den.to_data(inpaint(base_den, x_T, x0, mask.bool(), steps=SAMPLE_STEPS, predictor="ancestral",
-                                        corrector="none", generator=torch.Generator().manual_seed(ctx.seed)))
+    replaced = base_den.to_data(replace_inpaint(base_den, x_T, x0, mask.bool(), steps=SAMPLE_STEPS, variance="learned_range",
+                                                generator=torch.Generator().manual_seed(ctx.seed)))
     values = {}
     for name, x in {"finetuned": x0 * mask + filled * (1 - mask), "replacement": x0 * mask + replaced * (1 - mask),
                     "real": x0}.items():
@@ -277,6 +277,6 @@ def glide_inpainting(ctx) -> Result:
     return Result(values, f"glide_digits ({base_run.steps} steps) and glide_inpaint_digits fine-tuned from it "
                           f"({tuned_run.steps} steps); {n} training digits with their captions, one erased rectangle "
                           f"each (sides 40–60 %), {SAMPLE_STEPS} ancestral steps; replacement = the base model with the "
-                          "known pixels replaced by q(x_t | x_0) every step (Score SDE App. I.2)", [grid],
+                          "known pixels replaced by q(x_t | x_0) after every ancestral step (Score SDE App. I.2 in discrete time)", [grid],
                   note="alignment of the completed image with its caption (class by the digits classifier, bold/thin by "
                        "ink mass); edge jump = mean |Δx| across the mask edge, the real digits' own value beside it.")
