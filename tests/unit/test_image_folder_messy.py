@@ -280,6 +280,18 @@ def test_a_file_spoilt_after_setup_is_replaced_or_refused(tmp_path):
         dm.train_set[1]
 
 
+def test_a_replaced_file_brings_its_own_label(tmp_path):
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4), (100 * k, 0, 0)).save(tmp_path / name / "0.png")
+    dm = ImageFolderDataModule(root=str(tmp_path), resolution=4, num_workers=0)
+    dm.setup()
+    (tmp_path / "a" / "0.png").write_text("spoilt")  # index 0 (class a) now decodes as index 1 (class b)
+    assert int(dm.train_set[0]["y"]) == 1
+    memory = dm.train_set.to_memory()
+    assert memory.y.tolist() == [1, 1] and int(memory.x[0, 0, 0, 0]) == 100
+
+
 # ---------------------------------------------------------------------- resolution follows the network
 def test_data_resolution_follows_the_experiments_network():
     from diffzoo.config import compose_config

@@ -135,9 +135,10 @@ class ImageFileDataset(Dataset):
         """Decode every image once into an :class:`InMemoryDataset` (uint8)."""
         if len(self) == 0:
             x = torch.empty(0, self.channels, self.resolution, self.resolution, dtype=torch.uint8)
-        else:
-            x = torch.stack([self.load_uint8(i) for i in range(len(self))])
-        y = None if self.labels is None else torch.tensor(self.labels, dtype=torch.long)
+            return InMemoryDataset(x, None if self.labels is None else torch.empty(0, dtype=torch.long))
+        decoded = [self._decoded(i) for i in range(len(self))]  # (index used, pixels): a replaced file brings its label
+        x = torch.stack([pixels for _, pixels in decoded])
+        y = None if self.labels is None else torch.tensor([self.labels[j] for j, _ in decoded], dtype=torch.long)
         return InMemoryDataset(x, y)
 
 
