@@ -191,3 +191,14 @@ def test_zero_shot_accuracy_metric_counts_agreement_per_attribute():
 
     acc = zero_shot_accuracy(Stub(), dm, prompts_per_pair=1)
     assert acc == {"class": pytest.approx(4 / 5), "bold": pytest.approx(4 / 5)}
+
+
+def test_retrieve_finds_each_image_itself():
+    from diffzoo.networks.clip import retrieve
+
+    torch.manual_seed(2)
+    clip = tiny_clip().eval()
+    x = torch.rand(7, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        z = clip.encode_image(x)
+    assert retrieve(clip, x, z, chunk=3).tolist() == list(range(7))  # cos = 1 with itself, < 1 with the others

@@ -59,3 +59,12 @@ def test_variations_interpolations_and_text_diffs():
     # θ_max = 0.5: halfway along the great circle from z_i to z_d
     torch.testing.assert_close(diff.z_i[-1], slerp(z[0], z_d, 0.5))
     assert float(diff.z_i[-1] @ z_d) > float(diff.z_i[0] @ z_d)
+
+
+def test_unclip_claims_register_with_their_criteria():
+    from diffzoo.claims.papers import unclip  # noqa: F401  (registers on import)
+    from diffzoo.claims.registry import CLAIMS, PAPERS
+
+    assert "unCLIP" in PAPERS
+    assert CLAIMS["unclip_best_of_two"].paper == "unCLIP"
+    assert {c.text for c in CLAIMS["unclip_variations"].criteria} == {"class_agreement > 0.5", "diversity > 0.0"}

@@ -156,7 +156,7 @@ class CLIPModule(DiffzooModule):
         was_training = self.net.training
         self.net.eval()
         z_t = self.net.encode_text(prompts.text).embedding
-        x = retrieve(self.net, images, z_t)
+        x = images[retrieve(self.net, images, z_t)]
         self.net.train(was_training)
         if callback is not None:
             callback({"nfe": 0})

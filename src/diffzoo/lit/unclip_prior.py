@@ -187,5 +187,6 @@ class UnCLIPPriorModule(DiffusionModule):
         indices = list(indices)
         prompts = dm.prompts("train", max(indices) + 1, seed=self.seed).text
         out = self.sample_embeddings([prompts[i] for i in indices], sampler=sampler, seed=seed)
-        x = retrieve(self.clip, dm.eval_set("train").images().to(self.device), out.z_i)
+        images = dm.eval_set("train").images().to(self.device)
+        x = images[retrieve(self.clip, images, out.z_i)]
         return SampleBatch(torch.as_tensor(indices, dtype=torch.long), x, None, out.nfe)

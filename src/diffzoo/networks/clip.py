@@ -104,10 +104,10 @@ def class_embeddings(prompt_embeddings: torch.Tensor, prompt_labels: torch.Tenso
 
 @torch.no_grad()
 def retrieve(clip: nn.Module, images: torch.Tensor, queries: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """Nearest-neighbour retrieval: for each query embedding ``queries [Q, e]``, the image of
-    ``images [N, C, H, W]`` whose CLIP embedding has the largest dot product with it → ``[Q, C, H, W]``."""
+    """Nearest-neighbour retrieval: for each query embedding ``queries [Q, e]``, the index (int64
+    ``[Q]``) of the image of ``images [N, C, H, W]`` whose CLIP embedding has the largest dot product with it."""
     bank = torch.cat([clip.encode_image(images[i: i + chunk]) for i in range(0, len(images), chunk)])
-    return images[(queries.to(bank.dtype) @ bank.T).argmax(-1)]
+    return (queries.to(bank.dtype) @ bank.T).argmax(-1)
 
 
 class _ClipInterface(nn.Module):
