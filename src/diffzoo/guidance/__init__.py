@@ -5,6 +5,8 @@
   the ε form (any sampler) or the mean form (ancestral sampling).
 * :class:`ClassifierFreeGuidance` — conditional and unconditional predictions of one network
   (Ho & Salimans 2022).
+* :class:`~diffzoo.guidance.clip.CLIPGuidance` — a noised CLIP's similarity gradient towards the
+  caption (GLIDE §3.3), in either form of classifier guidance.
 * :class:`ScoreClassifierGuidance` — classifier guidance with a Score SDE time-dependent classifier
   (Song et al. 2021, eq. 14).
 

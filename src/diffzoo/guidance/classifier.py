@@ -114,9 +114,13 @@ class ClassifierGuided(DenoiserWrapper):
     def cond_keys(self) -> frozenset:
         return self.inner.cond_keys | {"y"}
 
-    def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
+    def _target(self, x: torch.Tensor, cond: dict):
+        """The inner model's conditioning and the guidance target (here the labels ``y``)."""
         labels = check_labels(cond.get("y"), x.shape[0], "classifier guidance").to(x.device)
-        inner_cond = cond if "y" in self.inner.cond_keys else {k: v for k, v in cond.items() if k != "y"}
+        return (cond if "y" in self.inner.cond_keys else {k: v for k, v in cond.items() if k != "y"}), labels
+
+    def predict(self, x: torch.Tensor, t, **cond) -> Prediction:
+        inner_cond, labels = self._target(x, cond)
         p = self.inner.predict(x, t, **inner_cond)
         s = self.guidance.scale
         if s == 0:
