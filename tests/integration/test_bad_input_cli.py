@@ -24,7 +24,8 @@ from omegaconf import OmegaConf, open_dict
 from diffzoo.config import CONFIG_DIR, compose_config
 from diffzoo.errors import run_reporting_errors
 from diffzoo.validation import rules as R
-from diffzoo.validation.schemas import SCHEMAS, config_leaves, resolved, rule_for, rule_from_target, unruled_keys
+from diffzoo.validation.schemas import (SCHEMAS, SamplerOption, config_leaves, resolved, rule_for, rule_from_target,
+                                       sampler_option_rule, unruled_keys)
 
 # entry point → (module, function its main runs, config name)
 ENTRIES = {
@@ -76,9 +77,10 @@ def _base_overrides(name: str, files: dict) -> list[str]:
 
 # config variants whose optional groups bring more keys (each must have its rules too)
 VARIANTS = {
-    "sample": [[], ["guidance=cfg"], ["guidance=classifier", "guidance.classifier_ckpt={file}"], ["sampler=ddim"]],
+    "sample": [[], ["guidance=cfg"], ["guidance=classifier", "guidance.classifier_ckpt={file}"], ["sampler=ddim"],
+               ["sampler=pc"], ["sampler=unipc"], ["sampler=ode"]],
     "guidance_sweep": [[], ["guidance=classifier", "guidance.classifier_ckpt={file}"]],
-    "eval": [[], ["sampler=pc"]],
+    "eval": [[], ["sampler=ddpm"]],
 }
 
 
@@ -88,8 +90,11 @@ def _compose(name: str, files: dict, variant=()):
     return compose_config(ENTRIES[name][2], overrides)
 
 
-def _rule(name: str, key: str, target) -> R.Rule | None:
+def _rule(name: str, key: str, target, cfg=None) -> R.Rule | None:
     rule = rule_for(SCHEMAS[name], key)
+    if isinstance(rule, SamplerOption):  # the option's rule in the sampler the config names
+        parent = OmegaConf.select(cfg, key.rsplit(".", 1)[0]) if cfg is not None and "." in key else None
+        return sampler_option_rule(key.rsplit(".", 1)[-1], parent.get("name") if parent is not None else None) or rule
     if rule is None and target is not None:
         rule = rule_from_target(str(target), key.rsplit(".", 1)[-1])
     return rule
@@ -236,7 +241,7 @@ def test_bad_values_of_every_key_give_one_line(name, files, capsys, monkeypatch,
         # costs more than the validation); each bad value is set in place and the good one put back
         cfg = OmegaConf.create(resolved(composed))
         for key, _, target in list(config_leaves(composed, schema=SCHEMAS[name])):
-            rule = _rule(name, key, target)
+            rule = _rule(name, key, target, cfg)
             assert rule is not None, f"{key}: no rule (see test_every_key_of_every_entry_point_has_a_rule)"
             good = OmegaConf.select(cfg, key, throw_on_missing=False)
             good = OmegaConf.to_container(good) if OmegaConf.is_config(good) else good

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from .rules import Bool, Checked, Choice, Either, File, Float, Folder, Int, ListOf, Mapping, Pattern, Rule, Text
 
-__all__ = ["SCHEMAS", "ENTRY_POINTS", "validate_entry", "rule_for", "rule_from_target", "config_leaves", "unruled_keys", "resolved"]
+__all__ = ["SCHEMAS", "ENTRY_POINTS", "validate_entry", "rule_for", "rule_from_target", "config_leaves", "unruled_keys", "resolved",
+           "sampler_option_rule", "SamplerOption"]
 
 _THRESHOLDS = ("none", "static", "dynamic")  # Imagen §2.3 (denoisers.THRESHOLDS; a test keeps them equal)
 _SPLITS = ("train", "val")
@@ -41,11 +42,18 @@ DEVICE = Pattern(regex=r"auto|cpu|gpu|cuda(:\d+)?", words="auto, cpu, gpu, cuda 
 ACCELERATOR = Choice(values=("auto", "cpu", "gpu", "cuda"))
 LABELS = Either(options=(Int(lo=0), ListOf(item=Int(lo=0))), null=True)
 PATHS = {"paths.data_dir": Folder(), "paths.log_dir": Folder(), "paths.cache_dir": Folder()}
+class SamplerOption(Checked):
+    """An option of a sampler (``sampler.eta``): its rule is the annotation of the option in the
+    sampler's function (:func:`sampler_option_rule`), and a closed set for the string options below."""
+
+
+SAMPLER_OPTION = SamplerOption(by="the sampler's signature (its annotated option types)")
 SAMPLER_OVERRIDE = {  # a change to the checkpoint's sampler (conf/sampler: a whole sampler's own options)
     "sampler.steps": Int(lo=1, null=True, words="a positive integer (the NFE budget)"),
     "sampler.threshold": Choice(values=_THRESHOLDS, null=True),
     "sampler.threshold_percentile": Float(lo=0, hi=100, lo_open=True, null=True),
-    "sampler.*": Checked(by="SamplerSpec, which refuses an option the sampler does not take"),
+    "sampler.name": Checked(by="SamplerSpec (sampler=<name>)"),
+    "sampler.*": SAMPLER_OPTION,
 }
 GUIDANCE = {
     "guidance._target_": Checked(by="Hydra (guidance=cfg | classifier | none)"),
@@ -124,8 +132,8 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "final_samples": Int(lo=0, null=True), "tags": ListOf(item=Text(), nonempty=False, null=True),
         **{k: Checked(by="the retired-key check (use sampler.steps)") for k in ("final_sample_steps", "respace", "sample_steps")},
         "*._target_": Checked(by="Hydra (the config group's options)"), "*._partial_": Checked(by="Hydra"),
-        "sampler.*": Checked(by="SamplerSpec, which refuses an option the sampler does not take"),
-        "sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
+        "sampler.name": SAMPLER_OVERRIDE["sampler.name"], "sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
+        "sampler.*": SAMPLER_OPTION,
         "ema.decay": Float(lo=0, hi=1, hi_open=True, null=True), "ema.warmup": Bool(),
         # the data modules' loader settings (diffzoo.data.base, passed on as **loader)
         "data.batch_size": POSITIVE, "data.eval_batch_size": Int(lo=1, null=True), "data.num_workers": Int(lo=0),
@@ -139,7 +147,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "model.augmentation.noise.train_levels": ListOf(item=Float(lo=0, hi=1)),
         "model.grid.bins": ListOf(item=POSITIVE), "model.grid.range*": ListOf(item=Float()),
         "model.paper_values.*": Float(), "model.prior_var": ListOf(item=Float(lo=0, lo_open=True)),
-        "model.reflow_sampler.*": SAMPLER_OVERRIDE["sampler.*"],
+        "model.reflow_sampler.name": SAMPLER_OVERRIDE["sampler.name"], "model.reflow_sampler.*": SAMPLER_OPTION,
         "schedule.prior_range": ListOf(item=Float()), "schedule.sigmas": ListOf(item=Float(lo=0, lo_open=True), null=True),
         "trainer.val_check_interval": Either(options=(POSITIVE, Float(lo=0, hi=1, lo_open=True)), null=True),
         "optimizer.lr": Float(lo=0, lo_open=True), "optimizer.weight_decay": Float(lo=0), "optimizer.eps": Float(lo=0, lo_open=True),
@@ -158,7 +166,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "callbacks.model_checkpoint.save_last": Either(options=(Bool(), Choice(values=("link",))), null=True),
         "callbacks.evaluation.metrics": ListOf(item=Choice(values=_METRICS), distinct=True, null=True),
         "callbacks.evaluation.sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
-        "callbacks.evaluation.sampler.*": SAMPLER_OVERRIDE["sampler.*"],
+        "callbacks.evaluation.sampler.*": SAMPLER_OPTION,
         "callbacks.preemption.signals": ListOf(item=Text(), nonempty=False),
         "logger.wandb.tags": ListOf(item=Text(), nonempty=False, null=True), "logger.wandb.save_dir": Folder(null=True),
         "logger.wandb.offline": Bool(), "logger.wandb.log_model": Either(options=(Bool(), Choice(values=("all",)))),
@@ -222,16 +230,29 @@ def _target_hints(target: str) -> dict[str, tuple[Any, Any]]:
         return {}
     found: dict[str, tuple[Any, Any]] = {}
     for fn in [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__] if inspect.isclass(obj) else [obj]:
-        try:
-            hints, params = typing.get_type_hints(fn), inspect.signature(fn).parameters
-        except Exception:  # noqa: BLE001 - unreadable annotations: no rule from them
-            break
-        found.update({n: (hints[n], p.default) for n, p in params.items() if n in hints and n not in found})
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        hints = _hints_of(fn)
+        found.update({n: h for n, h in hints.items() if n not in found})
+        if not hints or not _takes_kwargs(fn):
             break
     if target in FORWARDS_KWARGS:
         found = {**_target_hints(FORWARDS_KWARGS[target]), **found}
     return found
+
+
+def _hints_of(fn) -> dict[str, tuple[Any, Any]]:
+    """``{parameter: (annotation, default)}`` of a function (empty when unreadable)."""
+    try:
+        hints, params = typing.get_type_hints(fn), inspect.signature(fn).parameters
+    except Exception:  # noqa: BLE001 - unreadable annotations: no rule from them
+        return {}
+    return {n: (hints[n], p.default) for n, p in params.items() if n in hints}
+
+
+def _takes_kwargs(fn) -> bool:
+    try:
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
 
 
 def rule_from_target(target: str, param: str) -> Rule | None:
@@ -239,6 +260,36 @@ def rule_from_target(target: str, param: str) -> Rule | None:
     ``None`` when it has none the rules can read."""
     hint = _target_hints(target).get(param)
     return None if hint is None else _from_annotation(*hint)
+
+
+def _sampler_choices() -> dict[str, tuple]:
+    """String options of the samplers whose values form a closed set (their modules' tables)."""
+    from ..samplers.ddim import DDIM_SKIPS
+    from ..samplers.ddpm import VARIANCES
+    from ..samplers.grids import GRIDS
+    from ..samplers.ode import ODE_METHODS
+    from ..samplers.pc import CORRECTORS, PREDICTORS
+    from ..samplers.unipc import UNIPC_VARIANTS
+
+    return {"variance": VARIANCES, "skip": DDIM_SKIPS, "grid": (*GRIDS, "auto"), "method": ODE_METHODS,
+            "predictor": tuple(PREDICTORS), "corrector": tuple(CORRECTORS), "variant": UNIPC_VARIANTS}
+
+
+def sampler_option_rule(option: str, sampler: str | None) -> Rule | None:
+    """The rule of ``option`` of sampler ``sampler`` (``None``: the checkpoint's own, not known before
+    loading — then the rule every sampler with that option agrees on, if they do)."""
+    from ..samplers.spec import SAMPLERS
+
+    names = [sampler] if sampler in SAMPLERS else list(SAMPLERS)
+    found = {}
+    for name in names:
+        hint = _hints_of(SAMPLERS[name].core).get(option)
+        if hint is not None:
+            rule = _from_annotation(*hint)
+            if isinstance(rule, Text) and option in _sampler_choices():
+                rule = Choice(values=_sampler_choices()[option], null=rule.null)
+            found[repr(rule)] = rule
+    return next(iter(found.values())) if len(found) == 1 else None
 
 
 def config_leaves(cfg: DictConfig, prefix: str = "", schema: dict[str, Rule] | None = None):
@@ -299,14 +350,24 @@ def _plain_leaves(data: dict, schema: dict[str, Rule], prefix: str = ""):
             yield full, value, target
 
 
+def _parent(data: dict, key: str) -> dict:
+    node = data
+    for part in key.split(".")[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
 def validate_entry(name: str, cfg: DictConfig, data: dict | None = None) -> None:
     """Check ``cfg`` (the composed config of entry point ``name``; ``data``: it resolved, if at hand)
     against :data:`SCHEMAS`, files and folders last, so that a wrong value elsewhere is named first.
     Raises a one-line :class:`ConfigError`."""
     schema = SCHEMAS[name]
     checks: list[tuple[str, Rule, Any]] = []
-    for key, value, target in _plain_leaves(resolved(cfg) if data is None else data, schema):
+    data = resolved(cfg) if data is None else data
+    for key, value, target in _plain_leaves(data, schema):
         rule = rule_for(schema, key)
+        if isinstance(rule, SamplerOption):
+            rule = sampler_option_rule(key.rsplit(".", 1)[-1], _parent(data, key).get("name"))
         if rule is None and isinstance(target, str):
             rule = rule_from_target(target, key.rsplit(".", 1)[-1])
         if rule is None:
