@@ -104,3 +104,24 @@ def test_noised_clip_module_trains_on_noised_images():
     assert torch.isfinite(loss) and seen["t"] is not None and not torch.equal(seen["x"], batch["x"])
     loss.backward()
     assert clip.image_tower.films[0].weight.grad.abs().sum() > 0  # the time path learns
+
+
+def test_clip_score_is_100_times_the_mean_cosine():
+    from diffzoo.metrics.clip_score import clip_score
+
+    class Axes:  # image i ↦ e_0 rotated by angle x_i; every caption ↦ e_0
+        def encode_image(self, x):
+            a = x.flatten(1)[:, 0].double()
+            return torch.stack([a.cos(), a.sin()], 1)
+
+        def encode_text(self, captions):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(embedding=torch.tensor([[1.0, 0.0]], dtype=torch.float64).expand(len(captions), 2))
+
+    angles = torch.tensor([0.0, torch.pi / 3, torch.pi / 2, torch.pi])
+    x = angles[:, None, None, None].expand(4, 1, 2, 2)
+    out = clip_score(Axes(), x, ["c"] * 4, batch_size=3)
+    assert out["clip_score"] == pytest.approx(100 * (1 + 0.5 + 0 - 1) / 4)
+    with pytest.raises(ValueError, match="captions"):
+        clip_score(Axes(), x, ["c"])
