@@ -330,3 +330,25 @@ def test_classifier_free_guidance_on_a_class_conditional_latent_model():
                           guidance=ClassifierFreeGuidance(scale=0.0))  # w = 0: the conditional model itself
     assert guided.x.shape == plain.x.shape == (2, 1, 16, 16)
     assert torch.allclose(same.x, plain.x, atol=1e-5) and not torch.allclose(guided.x, plain.x, atol=1e-3)
+
+
+def test_any_objective_and_sampler_edm_on_latents():
+    # the wrapper is not tied to DDPM: EDM's process, loss, preconditioning and Heun sampler run on z as well
+    from diffzoo.lit.latent_diffusion import LatentEDMModule
+    from diffzoo.objectives import EDMLoss
+    from diffzoo.schedules import EDMProcess
+
+    torch.manual_seed(0)
+    stage = PoolFirstStage(f=4, gain=2.0)
+    net = UNet(in_channels=2, out_channels=2, image_size=4, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+               attention_resolutions=(), num_groups=8, dropout=0.0)
+    module = LatentEDMModule(net, EDMProcess(), EDMLoss(), SamplerSpec("edm_heun", 4), lambda p: torch.optim.Adam(p),
+                             ema_decay=None, data_shape=(1, 16, 16), sigma_data=1.0, first_stage=stage)
+    seen = []
+    module.net.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    batch = {"x": 0.5 * torch.randn(4, 1, 16, 16)}
+    module.on_train_batch_start(batch, 0)
+    assert module.scale_factor.item() == pytest.approx(latent_std_scale(stage.encode(batch["x"])).item())
+    assert torch.isfinite(module.training_step(batch, 0)) and seen[-1] == (4, 2, 4, 4)
+    x = module.sample(2, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 16, 16) and seen[-1][1:] == (2, 4, 4)

@@ -39,9 +39,11 @@ from torch import nn
 from ..denoisers import Denoiser
 from ..errors import ConfigError
 from .diffusion import DiffusionModule
+from .edm import EDMModule
 from .text_diffusion import TextDiffusionModule
 
-__all__ = ["LatentMixin", "LatentDiffusionModule", "LatentTextDiffusionModule", "LATENT_SCALINGS", "latent_std_scale"]
+__all__ = ["LatentMixin", "LatentDiffusionModule", "LatentTextDiffusionModule", "LatentEDMModule", "LATENT_SCALINGS",
+           "latent_std_scale"]
 
 # the closed set of model.latent_scaling values (module docstring)
 LATENT_SCALINGS = ("auto", "std", "fixed", "none")
@@ -187,3 +189,10 @@ class LatentTextDiffusionModule(LatentMixin, TextDiffusionModule):
     """A :class:`TextDiffusionModule` on the latents of a frozen first stage (LDM §3.3, text-to-image)."""
 
     PARTS = TextDiffusionModule.PARTS + ("first_stage",)
+
+
+class LatentEDMModule(LatentMixin, EDMModule):
+    """An :class:`EDMModule` (EDM's preconditioning, loss and samplers) on the latents of a frozen first stage.
+    Rescaled latents have unit std, so ``model.sigma_data=1`` matches them (EDM's 0.5 is for images in [−1, 1])."""
+
+    PARTS = EDMModule.PARTS + ("first_stage",)
