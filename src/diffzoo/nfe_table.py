@@ -45,6 +45,7 @@ def table_rows(samplers) -> list[tuple[str, str, dict]]:
     """``(key, label, sampler config)`` per row. A row is a sampler name or a mapping with ``name``,
     its options and an optional ``label``; unknown names and options are a ConfigError naming them."""
     from .samplers import SAMPLERS, SamplerSpec
+    from .validation.schemas import sampler_option_rule
 
     rows, seen = [], set()
     for entry in samplers:
@@ -55,6 +56,10 @@ def table_rows(samplers) -> list[tuple[str, str, dict]]:
             raise ConfigError(f"samplers: {name!r} is not one of {sorted(SAMPLERS)}")
         label = str(given.pop("label", "")) or None
         options = {k: v for k, v in given.items() if k not in ("name", "steps")}
+        for option, value in options.items():  # the option's annotated type in the sampler (one line, before sampling)
+            rule = sampler_option_rule(option, name)
+            if rule is not None:
+                rule.check(f"samplers: {name}.{option}", value)
         config = {**_sampler_defaults(name), **options, "name": name}
         SamplerSpec(**config)  # validates the options now, before any sampling
         label = label or (name if not options else name + " " + " ".join(f"{k}={v}" for k, v in options.items()))
