@@ -133,6 +133,20 @@ def test_release_leaves_a_lock_that_was_taken_over(tmp_path):
     assert _lock_of(tmp_path)["token"] == other.token
 
 
+def test_a_file_system_without_flock_still_gets_the_lock_file(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with RunDirLock.acquire(tmp_path):
+        with pytest.raises(RunDirBusyError):
+            _write_lock(tmp_path, pid=os.getppid(), process_start=None, token="other")
+            RunDirLock.acquire(tmp_path)
+
+
 def test_an_unreadable_lock_is_refused_with_the_way_out(tmp_path):
     (tmp_path / LOCK_NAME).write_text("{half a lock")
     with pytest.raises(RunDirBusyError, match=f"unreadable lock file .*delete {tmp_path / LOCK_NAME}"):

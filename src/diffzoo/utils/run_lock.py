@@ -123,7 +123,10 @@ def _guarded(run_dir: Path):
         return
     fd = os.open(run_dir / _GUARD_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock (ENOLCK on some NFS mounts): the lock file alone
+            pass
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
