@@ -241,6 +241,18 @@ def test_a_messy_folder_sets_up_skips_the_bad_files_and_reports_them_once(tmp_pa
         assert batch["x"].shape == (4, 3, 8, 8) and torch.isfinite(batch["x"]).all()
 
 
+def test_the_report_comes_once_not_once_per_worker(tmp_path, capfd):
+    _messy_folder(tmp_path / "imgs")
+    dm = ImageFolderDataModule(root=str(tmp_path / "imgs"), resolution=8, batch_size=4, num_workers=2)
+    dm.setup("fit")
+    loader = iter(dm.train_dataloader())
+    for _ in range(4):
+        assert next(loader)["x"].shape == (4, 3, 8, 8)
+    del loader
+    err = capfd.readouterr().err  # the workers' stderr too (file descriptor level)
+    assert err.count("skipping 4 of 14 image files") == 1, err
+
+
 def test_in_memory_and_the_split_over_a_messy_folder(tmp_path):
     n_good, _ = _messy_folder(tmp_path / "imgs")
     dm = ImageFolderDataModule(root=str(tmp_path / "imgs"), resolution=8, val_fraction=0.3, in_memory=True,
