@@ -352,3 +352,19 @@ def test_any_objective_and_sampler_edm_on_latents():
     assert torch.isfinite(module.training_step(batch, 0)) and seen[-1] == (4, 2, 4, 4)
     x = module.sample(2, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 1, 16, 16) and seen[-1][1:] == (2, 4, 4)
+
+
+class NoisyPoolFirstStage(PoolFirstStage):
+    """A posterior-sampling first stage (LDM's KL encode draws z ~ q(z|x)): it consumes the global RNG."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        z = super().encode(x)
+        return z + 0.1 * torch.randn_like(z)
+
+
+def test_the_scale_estimate_leaves_the_training_noise_as_it_was():
+    module = _module(NoisyPoolFirstStage(gain=2.0))
+    module.on_train_batch_start({"x": torch.randn(4, 1, 16, 16)}, 0)
+    after = torch.get_rng_state()
+    torch.manual_seed(module.step_seed("train"))  # what DiffzooModule.on_train_batch_start seeds
+    assert torch.equal(after, torch.get_rng_state()) and not torch.isnan(module.scale_factor)

@@ -135,8 +135,10 @@ class LatentMixin:
         super().on_train_batch_start(batch, batch_idx)
         if self.latent_scaling == "std" and torch.isnan(self.scale_factor):
             # LDM: the first batch of the first epoch only; a resumed run keeps the stored buffer
-            with torch.random.fork_rng(devices=[]):  # the estimate leaves the training noise as it was
-                self.fit_scale(batch["x"])
+            x = batch["x"]
+            cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # the estimate (a KL posterior sample) leaves the training noise as it was
+                self.fit_scale(x)
             if self._trainer is not None and self.trainer.world_size > 1:
                 self.scale_factor.copy_(self.trainer.strategy.broadcast(self.scale_factor, src=0))
 
