@@ -36,7 +36,8 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    """An int or float, not a bool, not NaN (infinity is a number: EDM's S_tmax = inf)."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and not math.isnan(v)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Int(Rule):
 
 @dataclass(frozen=True)
 class Float(Rule):
-    """A finite number in the interval from ``lo`` to ``hi`` (``lo_open`` / ``hi_open`` exclude the ends)."""
+    """A number (not NaN) in the interval from ``lo`` to ``hi`` (``lo_open`` / ``hi_open`` exclude the ends)."""
 
     lo: float | None = None
     hi: float | None = None
