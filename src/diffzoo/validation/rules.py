@@ -12,6 +12,7 @@ the composed configs) to feed every key bad values, so the rules expose their bo
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,8 @@ class File(Rule):
         return str(value)
 
     def problem(self, value):
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
         if not isinstance(value, str) or not value.strip():
             return self._impossible()
         if value in self.also:
@@ -227,6 +230,8 @@ class Folder(Rule):
         return str(value)
 
     def problem(self, value):
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
         if not isinstance(value, str) or not value.strip():
             return self._impossible()
         path = Path(value).expanduser()
