@@ -36,6 +36,7 @@ PAPERS: dict[str, str] = {
     "Score SDE": "Song et al. 2021, Score-Based Generative Modeling through Stochastic Differential Equations",
     "GLIDE": "Nichol et al. 2022, GLIDE: Towards Photorealistic Image Generation and Editing with Text-Guided Diffusion Models",
     "Imagen": "Saharia et al. 2022, Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding",
+    "CDM": "Ho, Saharia et al. 2021, Cascaded Diffusion Models for High Fidelity Image Generation",
 }
 
 

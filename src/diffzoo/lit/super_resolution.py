@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..data.base import collate_batch
 from ..data.downsampled import area_downsample
 from ..denoisers import Denoiser
 from ..errors import ConfigError
@@ -103,15 +104,18 @@ class SuperResolutionModule(DiffusionModule):
         if dm is None or not hasattr(dm, "val_set"):
             return
         dm.setup("validate")
-        n = min(PREVIEW_SIZE, len(dm.val_set))
-        if n and hasattr(dm.val_set, "__getitems__"):
-            batch = dm.val_set.__getitems__(list(range(n)))
+        split = dm.val_set if dm.val_set is not None and len(dm.val_set) else dm.train_set  # no held-out split: training images
+        n = min(PREVIEW_SIZE, len(split)) if split is not None else 0
+        if n:
+            items = split.__getitems__(list(range(n))) if hasattr(split, "__getitems__") else [split[i] for i in range(n)]
+            batch = collate_batch(items)
             self._preview = {"low_res": self.low_res_of(batch["x"]), "y": batch.get("y")}
 
     def preview_samples(self, indices: Sequence[int], seed: int, sampler: SamplerSpec | None = None,
                         use_ema: bool = True, progress: bool = False):
         """Super-resolve held-out low-resolution images (sample ``i``: held-out image ``i`` mod
-        :data:`PREVIEW_SIZE`, with its label): what the training-time sample grid and a run's final
+        :data:`PREVIEW_SIZE`, with its label; training images when there is no held-out split): what the
+        training-time sample grid and a run's final
         samples show for a stage that cannot sample from noise alone. Returns a ``SampleBatch``."""
         if self._preview is None:
             raise ValueError("SuperResolutionModule has no held-out low-resolution images (it was not fitted on a "

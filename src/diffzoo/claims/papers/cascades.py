@@ -1,0 +1,114 @@
+"""Claims of the cascade papers (CDM, Ho, Saharia et al. 2021; Imagen's noise conditioning augmentation),
+checked on the Fashion-MNIST cascade 8 → 16 (experiments ``cdm_fashion_mnist_base8`` / ``_sr16``) and on an
+exact-score Gaussian mixture.
+
+Sample quality of the 16×16 outputs is FID in the features of a classifier trained on the 16×16 data
+(:meth:`~diffzoo.claims.context.Context.quality`) and CAS (Ravuri & Vinyals 2019) on the real held-out set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..criteria import Less, Measured, Within
+from ..registry import Result, claim
+
+BASE_STEPS = (2000, 30)   # cdm_fashion_mnist_base8's own budget (full, quick)
+SR_STEPS = (1500, 30)     # cdm_fashion_mnist_sr16's own budget
+SAMPLES = (1000, 20)      # cascade samples per setting
+SAMPLER_STEPS = (250, 4)  # ancestral steps of every stage
+LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)  # sampling augmentation levels swept (CDM's post-training search, §3.2)
+S_STAR = 0.2              # the level the criteria compare, fixed before the run (CDM / Imagen use 0.1-0.3)
+
+
+def _cascade_values(ctx, base, sr, low, labels, level: float, tag: str, n: int) -> dict[str, Measured]:
+    """FID and CAS of ``sr`` super-resolving ``low`` ``[n, 1, 8, 8]`` at ``level``."""
+    from ...lit.super_resolution import upsample_indices
+    from ...metrics.cas import classification_accuracy_score
+    from ...metrics.data import build_datamodule, load_split
+    from ...samplers import SamplerSpec
+    from ...utils.images import to_uint8
+
+    spec = SamplerSpec("ddpm", steps=ctx.budget(*SAMPLER_STEPS))
+    xs = [upsample_indices(sr, low[i:i + 250], range(i, min(n, i + 250)), ctx.seed, labels=labels[i:i + 250],
+                           aug_level=level, sampler=spec).x for i in range(0, n, 250)]
+    x = torch.cat(xs).clamp(-1, 1)
+    q = ctx.quality(sr)(x, labels)
+    dm = build_datamodule(sr.run_config["data"])
+    test = load_split(dm, "val", ctx.budget(None, 500))
+    cas = classification_accuracy_score(to_uint8(x), labels, test.x, test.y, 10, epochs=ctx.budget(10, 1), seed=ctx.seed)
+    return {f"fid_{tag}": q.fid, f"cas_{tag}": Measured(cas.cas, math.sqrt(max(cas.cas * (1 - cas.cas), 1e-12) / cas.n_test))}
+
+
+@claim("cdm_conditioning_augmentation", paper="CDM", where="abstract, §3.1–3.2; Imagen §2.4, App. D.2 (Fig. A.11)",
+       statement="Conditioning augmentation is crucial for a cascade: with base-model samples as the low-resolution "
+                 f"input, the 8→16 stage sampled at level s = {S_STAR} beats the same stage at s = 0 and a stage trained "
+                 "without augmentation (FID, CAS); with ground-truth low-resolution inputs, s = 0 beats "
+                 f"s = {S_STAR} (the train–test mismatch argument).",
+       criteria=[Less(f"fid_base_s{S_STAR}", "fid_base_s0.0"), Less(f"fid_base_s{S_STAR}", "fid_base_noaug"),
+                 Less("cas_base_s0.0", f"cas_base_s{S_STAR}"), Less("fid_truth_s0.0", f"fid_truth_s{S_STAR}")],
+       shown=(f"fid_base_s{S_STAR}", "fid_base_s0.0", "fid_base_noaug", f"cas_base_s{S_STAR}", "cas_base_s0.0",
+              "fid_truth_s0.0", f"fid_truth_s{S_STAR}"))
+def cdm_conditioning_augmentation(ctx) -> Result:
+    from ...data.downsampled import area_downsample
+    from ...metrics.data import build_datamodule
+    from ...samplers import SamplerSpec, sample_indices
+
+    base = ctx.trained("cdm_fashion_mnist_base8", ctx.budget(*BASE_STEPS)).load()
+    sr = ctx.trained("cdm_fashion_mnist_sr16", ctx.budget(*SR_STEPS)).load()
+    noaug = ctx.trained("cdm_fashion_mnist_sr16", ctx.budget(*SR_STEPS), "model.augmentation.noise=null").load()
+    n = ctx.budget(*SAMPLES)
+    labels = torch.arange(n) % 10
+    spec = SamplerSpec("ddpm", steps=ctx.budget(*SAMPLER_STEPS))
+    low = torch.cat([sample_indices(base.denoiser(), spec, range(i, min(n, i + 250)), ctx.seed, base.data_shape,
+                                    labels=labels[i:i + 250]).x for i in range(0, n, 250)]).clamp(-1, 1)
+    dm = build_datamodule(sr.run_config["data"])
+    held = dm.val_set.__getitems__(list(range(n)))  # the first n held-out 16x16 images and their labels
+    truth_low, truth_y = area_downsample(held["x"], 8), held["y"]
+    values: dict[str, Measured] = {}
+    levels = LEVELS if not ctx.quick else (0.0, S_STAR)
+    for s in levels:
+        values.update(_cascade_values(ctx, base, sr, low, labels, s, f"base_s{s}", n))
+        values.update(_cascade_values(ctx, base, sr, truth_low, truth_y, s, f"truth_s{s}", n))
+    values.update(_cascade_values(ctx, base, noaug, low, labels, 0.0, "base_noaug", n))
+    setting = (f"Fashion-MNIST 8→16 (area-downsampled), base {ctx.budget(*BASE_STEPS)} and SR {ctx.budget(*SR_STEPS)} steps, "
+               f"{n} cascade samples per level, {ctx.budget(*SAMPLER_STEPS)} ancestral steps per stage, levels {list(levels)}")
+    return Result(values, setting, note="the SR stage was trained with non-truncated noise augmentation, s ~ U[0, 0.5], "
+                                        "P(s = 0) = 0.2; the no-augmentation stage is the same recipe with noise=null")
+
+
+@claim("cdm_truncated_equals_non_truncated", paper="CDM", where="§3.2 (truncated vs non-truncated augmentation)",
+       statement="With an exact low-resolution model, truncated augmentation (stop the reverse chain at s, pass z_s) "
+                 "and non-truncated augmentation (sample z_0, corrupt it to z_s) give the SR stage the same q(z_s).",
+       criteria=[Within("mean_truncated_minus_closed_form", 0.0, 0.01), Within("mean_non_truncated_minus_closed_form", 0.0, 0.01),
+                 Within("var_truncated_minus_closed_form", 0.0, 0.01), Within("var_non_truncated_minus_closed_form", 0.0, 0.01)])
+def cdm_truncated_equals_non_truncated(ctx) -> Result:
+    from ...data.gaussian_mixture import GaussianMixture
+    from ...denoisers import mixture_denoiser
+    from ...objectives.conditioning_augmentation import GaussianNoiseAugmentation
+    from ...samplers import ddpm
+    from ...samplers.truncated import ancestral_until
+    from ...schedules import DiscreteSchedule, linear_betas
+
+    # full: DDPM's table (T = 1000, β to 0.02), s = 1/3; quick: a 200-step table (β to 0.1), the same s
+    T, beta_end, N = ctx.budget(1000, 200), ctx.budget(0.02, 0.1), ctx.budget(100_000, 5_000)
+    k = (T - 1) // 3
+    schedule = DiscreteSchedule(linear_betas(T, 1e-4, beta_end))
+    w, mu, sd = torch.tensor([0.3, 0.7], dtype=torch.float64), torch.tensor([-1.0, 1.0], dtype=torch.float64), torch.tensor([0.2, 0.3], dtype=torch.float64)
+    den = mixture_denoiser(GaussianMixture(w, mu[:, None], sd), schedule, conditional=False)
+    alpha, sigma = float(schedule.sqrt_alphas_cumprod[k]), float(schedule.sqrt_one_minus_alphas_cumprod[k])
+    mean = float((w * alpha * mu).sum())  # q(z_s) = Σ π_k N(α μ_k, α² s_k² + σ²)
+    var = float((w * (alpha**2 * sd**2 + sigma**2 + (alpha * mu) ** 2)).sum()) - mean**2
+    x_T = torch.randn(N, 1, generator=torch.Generator().manual_seed(ctx.seed), dtype=torch.float64)
+    trunc = ancestral_until(den, x_T, float(k), clip_x0=False, generator=torch.Generator().manual_seed(ctx.seed + 1)).flatten()
+    z0 = ddpm(den, x_T, variance="fixedsmall", clip_x0=False, generator=torch.Generator().manual_seed(ctx.seed + 2))
+    full = GaussianNoiseAugmentation(schedule).sample(z0, level=k / (T - 1), generator=torch.Generator().manual_seed(ctx.seed + 3))
+    non = full.low_res.flatten()
+    values = {}
+    for tag, z in (("truncated", trunc), ("non_truncated", non)):
+        values[f"mean_{tag}_minus_closed_form"] = Measured(float(z.mean()) - mean, math.sqrt(var / N))
+        values[f"var_{tag}_minus_closed_form"] = Measured(float(z.var()) - var, var * math.sqrt(2 / N))
+    return Result(values, f"a 1-D two-component Gaussian mixture, its exact score, a {T}-step linear β table (to {beta_end}), "
+                          f"level s = {k}/{T - 1}, {N} chains each")
