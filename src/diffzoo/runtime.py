@@ -73,8 +73,8 @@ def guidance_from_config(cfg: DictConfig, module, sampler) -> GuidanceChoice:
 
     missing = [k for k in cfg.guidance if OmegaConf.is_missing(cfg.guidance, k)]
     if missing:
-        raise ConfigError(f"guidance.{missing[0]} must be set, e.g. guidance.classifier_ckpt=PATH (a checkpoint of "
-                          "diffzoo-train experiment=adm_classifier_<data>)")
+        raise ConfigError(f"guidance.{missing[0]} must be set: guidance.{missing[0]}=PATH, a checkpoint of diffzoo-train "
+                          f"experiment={'noised_clip_<data>' if missing[0] == 'clip_ckpt' else 'adm_classifier_<data>'}")
     guidance = instantiate(OmegaConf.to_container(cfg.guidance, resolve=True))
     if isinstance(guidance, NoGuidance):
         return GuidanceChoice(None, None, None)

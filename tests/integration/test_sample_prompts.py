@@ -64,3 +64,28 @@ def test_prompt_errors_are_one_line(text_ckpt, tmp_path):
     path = _save(plain, tmp_path / "plain.ckpt")
     with pytest.raises(ConfigError, match="takes no text"):
         sample(_cfg(path, "prompt='a bold digit seven'"))
+
+
+def test_cfg_on_a_text_model_takes_prompts_not_labels(text_ckpt, tmp_path):
+    ckpt, _ = text_ckpt
+    out = sample(_cfg(ckpt, f"out={tmp_path}", "prompt='a bold digit seven'", "guidance=cfg", "guidance.scale=2"))
+    assert "y" not in np.load(out["npz"]).files and out["guidance"] == "cfg"
+    with pytest.raises(ConfigError, match="takes no class labels"):
+        sample(_cfg(ckpt, "y=3"))
+
+
+def test_clip_guidance_from_the_command_line(text_ckpt, tmp_path):
+    register_resolvers()
+    clip = build_module(compose_config("train", ["experiment=noised_clip_captioned_digits"]), (1, 8, 8))
+    clip_path = _save(clip, tmp_path / "clip.ckpt")
+    ckpt, _ = text_ckpt
+    out = sample(_cfg(ckpt, f"out={tmp_path / 's'}", "prompt='a bold digit seven'", "guidance=clip", f"guidance.clip_ckpt={clip_path}",
+                      "guidance.scale=2", "sampler=ddpm", "sampler.steps=3"))
+    assert out["guidance"] == "clip" and np.load(out["npz"])["images"].shape == (4, 8, 8, 1)
+    with pytest.raises(ConfigError, match="give prompt"):
+        sample(_cfg(ckpt, "guidance=clip", f"guidance.clip_ckpt={clip_path}", "sampler=ddpm"))
+    with pytest.raises(ConfigError, match="guidance.clip_ckpt must be set"):
+        sample(_cfg(ckpt, "prompt=x", "guidance=clip"))
+    plain = build_module(compose_config("train", ["experiment=clip_captioned_digits"]), (1, 8, 8))
+    with pytest.raises(Exception, match="not a noised CLIP"):
+        sample(_cfg(ckpt, "prompt=x", "guidance=clip", f"guidance.clip_ckpt={_save(plain, tmp_path / 'plain.ckpt')}"))

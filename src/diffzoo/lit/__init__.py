@@ -6,11 +6,11 @@ from .build import build_module, load_module
 from .classifier import NoisyClassifierModule
 from .diffusion import DiffusionModule
 from .flow import FlowModule
-from .guidance_loading import check_guidance_fits, load_classifier_guidance
+from .guidance_loading import check_guidance_fits, load_classifier_guidance, load_clip_guidance
 from .score import ScoreModule
 from .sde_classifier import SDEClassifierModule
 from .inpainting import TextInpaintingModule
 from .text_diffusion import TextDiffusionModule
 
 __all__ = ["TextDiffusionModule", "TextInpaintingModule", "DiffzooModule", "GenerativeModule", "DiffusionModule", "ScoreModule", "FlowModule", "NoisyClassifierModule",
-           "SDEClassifierModule", "build_module", "load_module", "load_classifier_guidance", "check_guidance_fits"]
+           "SDEClassifierModule", "build_module", "load_module", "load_classifier_guidance", "load_clip_guidance", "check_guidance_fits"]

@@ -14,7 +14,7 @@ from .build import load_module
 from .score import ScoreModule
 from .sde_classifier import SDEClassifierModule
 
-__all__ = ["load_classifier_guidance", "sde_classifier_guidance", "check_guidance_fits"]
+__all__ = ["load_classifier_guidance", "load_clip_guidance", "sde_classifier_guidance", "check_guidance_fits"]
 
 
 def sde_classifier_guidance(module: SDEClassifierModule, scale: float = 1.0) -> ScoreClassifierGuidance:
@@ -51,6 +51,29 @@ def load_classifier_guidance(classifier_ckpt: str, scale: float = 1.0, form: str
         raise CheckpointError(f"guidance.classifier_ckpt={str(path)!r} holds a {type(module).__name__}, not a noise-aware "
                               "classifier (experiment=adm_classifier_* or sde_classifier_*)")
     return ClassifierGuidance(module.net.eval().requires_grad_(False), scale=scale, form=form)
+
+
+def load_clip_guidance(clip_ckpt: str, scale: float = 1.0, form: str = "mean") -> nn.Module:
+    """The Hydra target of ``guidance=clip``: GLIDE's CLIP guidance (§3.3) by the noised CLIP of
+    ``clip_ckpt`` (``diffzoo-train experiment=noised_clip_<data>``, trained on the guided model's schedule)."""
+    from ..guidance.clip import CLIPGuidance
+    from ..networks.noised_clip import NoisedCLIP
+
+    if clip_ckpt in (None, "", "???"):
+        raise ConfigError("guidance=clip needs guidance.clip_ckpt=PATH (a checkpoint of diffzoo-train "
+                          "experiment=noised_clip_captioned_digits or another noised CLIP)")
+    if form not in FORMS:
+        raise ConfigError(f"guidance.form={form!r} is not one of {list(FORMS)}")
+    path = Path(clip_ckpt).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"guidance.clip_ckpt={str(path)!r} does not exist; train one with diffzoo-train "
+                              "experiment=noised_clip_captioned_digits")
+    module = load_module(path)
+    net = getattr(module, "net", None)
+    if not isinstance(net, NoisedCLIP):
+        raise CheckpointError(f"guidance.clip_ckpt={str(path)!r} holds a {type(module).__name__}, not a noised CLIP "
+                              "(experiment=noised_clip_*); a CLIP trained on clean images cannot guide noisy steps")
+    return CLIPGuidance(net, scale=scale, form=form)
 
 
 def check_guidance_fits(guidance: nn.Module, module: nn.Module) -> None:
