@@ -46,6 +46,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` guided by ``cfg.guidance`` at ``cfg.guidance.scale``; write this
     scale's JSON and rebuild the trade-off table and plot. Returns this scale's record."""
     from .guidance import NoGuidance
+    from .guidance.labels import labels_for_indices, num_classes_of
     from .metrics.backends import get_backend
     from .metrics.distributed import draw_samples
     from .metrics.naming import metric_name
@@ -70,6 +71,10 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     if inputs.extractor is None:
         raise ConfigError("the guidance sweep measures image samples; this model's data are points")
 
+    try:  # y within the classes (or null with a known class count): one line, before sampling
+        labels_for_indices(range(1), cfg.get("y"), num_classes_of(getattr(module, "net", None), getattr(guidance, "classifier", None)))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     feats, logits, labels, nfe = [], [], [], 0
     batches = draw_samples(module, setup.n, setup.seed, setup.batch_size, bool(cfg.use_ema), progress=bool(cfg.progress),
                            sampler=spec, guidance=guidance, y=cfg.get("y"))

@@ -391,3 +391,29 @@ def test_a_checkpoint_of_another_model_kind(ddpm_ckpt, tmp_path):
     cfg = compose_train(["experiment=adm_classifier_digits", *TINY, f"ckpt_path={ddpm_ckpt}"], run_dir=tmp_path / "cls")
     with pytest.raises(CheckpointError, match=r"is of another model kind: it holds a DiffusionModule .*builds a NoisyClassifierModule"):
         train(cfg)
+
+
+def test_a_class_outside_a_conditional_model_is_one_line(tmp_path, capsys, monkeypatch):
+    """y=42 for a model with 10 classes: refused before sampling, not an index error inside it."""
+    import torch
+
+    from diffzoo.lit.build import build_module
+    from diffzoo.sample import main
+    from tests.integration.test_eval_cli import tiny_run_config
+
+    cfg = tiny_run_config()
+    cfg["model"]["conditional"] = True
+    cfg["net"]["num_classes"] = 10
+    module = build_module(OmegaConf.create(cfg), (1, 8, 8))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "global_step": 1,
+                "diffzoo": {"config": module.run_config, "data_shape": [1, 8, 8], "wandb_run_id": None}}, ckpt)
+    monkeypatch.chdir(tmp_path)
+    for y, message in (("42", "y=[42]: classes must lie in [0, 9]"), ("[3,10]", "y=[3, 10]: classes must lie in [0, 9]")):
+        monkeypatch.setattr(sys, "argv", ["diffzoo-sample", f"ckpt_path={ckpt}", f"y={y}", "device=cpu", f"out={tmp_path / 'o'}"])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main()
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
