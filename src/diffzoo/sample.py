@@ -56,11 +56,16 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     module, spec = load_for_sampling(cfg.ckpt_path, cfg.get("sampler"), device_of(cfg.device))
     guidance, guidance_name, scale = guidance_from_config(cfg, module, spec)
     denoiser = module.denoiser(bool(cfg.use_ema))
-    needs_labels = guidance is not None or "y" in denoiser.cond_keys
+    guided = guidance.wrap(denoiser) if guidance is not None else denoiser
+    needs_labels = "y" in guided.cond_keys  # a class model, classifier guidance or CFG on labels; not a text model
     if cfg.get("y") is not None and not needs_labels:
-        raise ConfigError(f"y={cfg.y} is given but the model is unconditional and no guidance is set; use guidance=classifier "
-                          "(with a noise-aware classifier) or a class-conditional model, or leave y=null")
-    prompts = _prompts_of(cfg, denoiser)
+        what = ("the model is unconditional and no guidance is set" if not guided.cond_keys else
+                f"this model takes no class labels (it takes {sorted(guided.cond_keys)})")
+        raise ConfigError(f"y={cfg.y} is given but {what}; use guidance=classifier (with a noise-aware classifier) or a "
+                          "class-conditional model, or leave y=null")
+    prompts = _prompts_of(cfg, guided)
+    if prompts is None and guidance_name == "clip":
+        raise ConfigError("guidance=clip steers towards a caption: give prompt=\"...\" or prompts=[...]")
     num_classes = num_classes_of(getattr(module, "net", None), getattr(guidance, "classifier", None))
     if needs_labels:  # y within the classes (or null with a known class count): one line, before sampling
         try:
