@@ -191,6 +191,7 @@ class File(Rule):
 
     words: str = "an existing file"
     also: tuple = ()
+    missing: str = "no such file"
 
     @property
     def what(self) -> str:
@@ -210,7 +211,7 @@ class File(Rule):
         if path.is_dir():
             return f": is a directory, not a file; it must be {self.valid_text()}"
         if not path.is_file():
-            return f": no such file; it must be {self.valid_text()}"
+            return f": {self.missing}; it must be {self.valid_text()}"
         return None
 
 

@@ -34,7 +34,7 @@ _SAMPLE_METRICS = ("fid", "kid", "is", "precision_recall", "swd", "mmd", "loglik
 _METRICS = (*_SAMPLE_METRICS, "nll_ode", "nll_vlb")
 _IMAGE_METRICS = ("fid", "kid", "is", "precision_recall")
 
-CKPT = File(words="an existing .ckpt file written by diffzoo-train")
+CKPT = File(words="an existing .ckpt file written by diffzoo-train", missing="checkpoint not found")
 SEED = Int(lo=0)
 POSITIVE = Int(lo=1)
 OUT = Folder(null=True)
