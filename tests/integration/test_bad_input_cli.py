@@ -78,7 +78,7 @@ def _base_overrides(name: str, files: dict) -> list[str]:
 # config variants whose optional groups bring more keys (each must have its rules too)
 VARIANTS = {
     "sample": [[], ["guidance=cfg"], ["guidance=classifier", "guidance.classifier_ckpt={file}"], ["sampler=ddim"],
-               ["sampler=pc"], ["sampler=unipc"], ["sampler=ode"]],
+               ["sampler=pc"], ["sampler=unipc"], ["sampler=ode"], ["guidance=clip", "guidance.clip_ckpt={file}"]],
     "guidance_sweep": [[], ["guidance=classifier", "guidance.classifier_ckpt={file}"]],
     "eval": [[], ["sampler=ddpm"]],
 }

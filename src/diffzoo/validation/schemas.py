@@ -60,6 +60,7 @@ GUIDANCE = {
     "guidance.scale": Float(lo=0),
     "guidance.classifier_ckpt": File(words="an existing .ckpt of a noise-aware classifier"),
     "guidance.form": Choice(values=("eps", "mean")),
+    "guidance.clip_ckpt": File(words="an existing .ckpt of a noised CLIP"),
 }
 FEATURES = {
     "extractor": Choice(values=_EXTRACTORS), "backend": Choice(values=_BACKENDS),
