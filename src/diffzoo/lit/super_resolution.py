@@ -131,9 +131,13 @@ class SuperResolutionModule(DiffusionModule):
             self.train(was_training)
 
     @torch.no_grad()
-    def sample(self, n: int | None = None, generator=None, use_ema: bool = True, **_) -> torch.Tensor:
+    def sample(self, n: int | None = None, generator=None, use_ema: bool = True, **unsupported) -> torch.Tensor:
         """``n`` :meth:`preview_samples` (the sample grid callback's call); ``generator`` picks the seed.
-        Use :meth:`upsample` for a low-resolution batch of your own."""
+        Use :meth:`upsample` for a low-resolution batch of your own (labels, guidance, a sampler)."""
+        given = sorted(k for k, v in unsupported.items() if v is not None)
+        if given:
+            raise ValueError(f"SuperResolutionModule.sample takes no {given[0]}: use upsample(low_res, y=..., guidance=..., "
+                             "sampler=...)")
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
         return self.preview_samples(range(int(n or PREVIEW_SIZE)), seed, use_ema=use_ema).x
 
