@@ -128,3 +128,21 @@ def test_the_module_needs_a_super_resolution_network():
     with pytest.raises(ConfigError, match="SuperResolutionNet"):
         SuperResolutionModule(UNet(1, 1, 8, 16, (1,), 1, (), num_groups=8), schedule, SimpleLoss(),
                               SamplerSpec("ddpm"), partial(torch.optim.Adam))
+
+
+def test_area_downsampled_data_serves_the_block_means_of_the_wrapped_images(tmp_path):
+    from diffzoo.data import FashionMNISTDataModule
+    from diffzoo.data.downsampled import AreaDownsampledDataModule
+    from diffzoo.data.synthetic import write_fake_fashion_mnist
+
+    write_fake_fashion_mnist(tmp_path)
+    full = FashionMNISTDataModule(root=str(tmp_path), image_size=32, system_dir=None)
+    small = AreaDownsampledDataModule(FashionMNISTDataModule(root=str(tmp_path), image_size=32, system_dir=None), 8, batch_size=4)
+    assert small.data_shape == (1, 8, 8) and small.name == "fashion_mnist_8px" and small.num_classes == 10
+    full.setup("fit")
+    small.setup("fit")
+    idx = [0, 3, 5]
+    big, low = full.train_set.__getitems__(idx), small.train_set.__getitems__(idx)
+    assert torch.allclose(low["x"], area_downsample(big["x"], 8), atol=1e-6) and torch.equal(low["y"], big["y"])
+    with pytest.raises(ValueError, match="resolution"):
+        AreaDownsampledDataModule(full, 5)
