@@ -267,9 +267,6 @@ def test_bad_values_of_every_key_give_one_line(name, files, capsys, monkeypatch,
 
 # ---------------------------------------------------------------- the real command lines
 MAIN_CASES = [  # (module, argv, the key the line must name)
-    ("diffzoo.sample", ["n=abc"], "n"),
-    ("diffzoo.sample", ["n=-3"], "n"),
-    ("diffzoo.sample", ["sampler=ddim", "sampler.steps=0"], "sampler.steps"),
     ("diffzoo.sample", ["ckpt_path={dir}"], "ckpt_path"),
     ("diffzoo.sample", ["y=[1,abc]"], "y"),
     ("diffzoo.evaluate", ["n=0"], "n"),
@@ -281,7 +278,6 @@ MAIN_CASES = [  # (module, argv, the key the line must name)
     ("diffzoo.edit", ["mask_fraction=1.0"], "mask_fraction"),
     ("diffzoo.guidance_sweep", ["guidance.scale=-1"], "guidance.scale"),
     ("diffzoo.metrics.train_classifier", ["epochs=0"], "epochs"),
-    ("diffzoo.train", ["trainer.max_steps=abc"], "trainer.max_steps"),
     ("diffzoo.train", ["net.base_channels=abc"], "net.base_channels"),
 ]
 

@@ -89,3 +89,10 @@ def test_missing_mandatory_and_order(tmp_path):
     cfg = compose_config("sample", [f"ckpt_path={tmp_path / 'missing.ckpt'}", "n=0"])
     with pytest.raises(ConfigError, match=r"^n=0 is impossible"):
         validate_entry("sample", cfg)
+
+
+def test_the_edit_tables_closed_sets_are_its_own():
+    from diffzoo.edit import MASKS, TASKS
+    from diffzoo.validation.schemas import EDIT_MASKS, EDIT_TASKS
+
+    assert (EDIT_TASKS, EDIT_MASKS) == (TASKS, MASKS)

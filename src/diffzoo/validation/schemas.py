@@ -26,13 +26,23 @@ from .rules import Bool, Checked, Choice, Either, File, Float, Folder, Int, List
 __all__ = ["SCHEMAS", "ENTRY_POINTS", "validate_entry", "rule_for", "rule_from_target", "config_leaves", "unruled_keys", "resolved",
            "sampler_option_rule", "SamplerOption"]
 
-_THRESHOLDS = ("none", "static", "dynamic")  # Imagen §2.3 (denoisers.THRESHOLDS; a test keeps them equal)
-_SPLITS = ("train", "val")
-_EXTRACTORS = ("auto", "inception", "classifier")
-_BACKENDS = ("torch-fidelity", "torchmetrics", "diffzoo")
-_SAMPLE_METRICS = ("fid", "kid", "is", "precision_recall", "swd", "mmd", "loglik")
-_METRICS = (*_SAMPLE_METRICS, "nll_ode", "nll_vlb")
-_IMAGE_METRICS = ("fid", "kid", "is", "precision_recall")
+from ..denoisers import THRESHOLDS
+from ..guidance.classifier import FORMS
+from ..metrics.backends import BACKENDS
+from ..metrics.classifier import ARCHS
+from ..metrics.data import SPLITS
+from ..metrics.distributed import SHARD_MODES
+from ..metrics.features import EXTRACTOR_KINDS
+from ..metrics.likelihood_eval import HUTCHINSON_KINDS, VLB_VARIANCES
+from ..metrics.naming import IMAGE_METRICS, LIKELIHOOD_METRICS, TOY_METRICS
+from ..samplers.ddim import DDIM_SKIPS
+from ..samplers.pc import CORRECTORS, PREDICTORS, STEP_NORMS
+
+_SAMPLE_METRICS = (*IMAGE_METRICS, *TOY_METRICS)
+_METRICS = (*_SAMPLE_METRICS, *LIKELIHOOD_METRICS)
+# diffzoo.edit's closed sets (an entry point, a layer above: tests/unit/test_validation_rules.py keeps them equal)
+EDIT_TASKS = ("inpaint", "colorize")
+EDIT_MASKS = ("center", "left_half", "random")
 
 CKPT = File(words="an existing .ckpt file written by diffzoo-train", missing="checkpoint not found")
 SEED = Int(lo=0)
@@ -42,6 +52,8 @@ DEVICE = Pattern(regex=r"auto|cpu|gpu|cuda(:\d+)?", words="auto, cpu, gpu, cuda 
 ACCELERATOR = Choice(values=("auto", "cpu", "gpu", "cuda"))
 LABELS = Either(options=(Int(lo=0), ListOf(item=Int(lo=0))), null=True)
 PATHS = {"paths.data_dir": Folder(), "paths.log_dir": Folder(), "paths.cache_dir": Folder()}
+
+
 class SamplerOption(Checked):
     """An option of a sampler (``sampler.eta``): its rule is the annotation of the option in the
     sampler's function (:func:`sampler_option_rule`), and a closed set for the string options below."""
@@ -50,7 +62,7 @@ class SamplerOption(Checked):
 SAMPLER_OPTION = SamplerOption(by="the sampler's signature (its annotated option types)")
 SAMPLER_OVERRIDE = {  # a change to the checkpoint's sampler (conf/sampler: a whole sampler's own options)
     "sampler.steps": Int(lo=1, null=True, words="a positive integer (the NFE budget)"),
-    "sampler.threshold": Choice(values=_THRESHOLDS, null=True),
+    "sampler.threshold": Choice(values=THRESHOLDS, null=True),
     "sampler.threshold_percentile": Float(lo=0, hi=100, lo_open=True, null=True),
     "sampler.name": Checked(by="SamplerSpec (sampler=<name>)"),
     "sampler.*": SAMPLER_OPTION,
@@ -59,12 +71,12 @@ GUIDANCE = {
     "guidance._target_": Checked(by="Hydra (guidance=cfg | classifier | none)"),
     "guidance.scale": Float(lo=0),
     "guidance.classifier_ckpt": File(words="an existing .ckpt of a noise-aware classifier"),
-    "guidance.form": Choice(values=("eps", "mean")),
+    "guidance.form": Choice(values=FORMS),
     "guidance.clip_ckpt": File(words="an existing .ckpt of a noised CLIP"),
 }
 FEATURES = {
-    "extractor": Choice(values=_EXTRACTORS), "backend": Choice(values=_BACKENDS),
-    "reference.split": Choice(values=_SPLITS), "reference.n": Int(lo=1, null=True),
+    "extractor": Choice(values=EXTRACTOR_KINDS), "backend": Choice(values=BACKENDS),
+    "reference.split": Choice(values=SPLITS), "reference.n": Int(lo=1, null=True),
     "classifier.epochs": Int(lo=1, null=True),
 }
 PIPELINE = {"pipeline": Checked(by="diffzoo.pipelines (pipeline=<cascade>)"), "pipeline.*": Checked(by="diffzoo.pipelines")}
@@ -85,40 +97,40 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "sample_steps": Checked(by="the retired-key check (use sampler.steps)"),
         "metrics": ListOf(item=Choice(values=_METRICS), distinct=True), "is_splits": POSITIVE,
         "precision_recall.k": POSITIVE, "toy.swd_projections": POSITIVE, "toy.mmd_bandwidth": Float(lo=0, lo_open=True),
-        "nll.n": Int(lo=1, null=True), "nll.split": Choice(values=_SPLITS), "nll.batch_size": POSITIVE,
-        "nll.num_levels": Int(lo=2), "nll.hutchinson": Choice(values=("rademacher", "gaussian", "exact")),
+        "nll.n": Int(lo=1, null=True), "nll.split": Choice(values=SPLITS), "nll.batch_size": POSITIVE,
+        "nll.num_levels": Int(lo=2), "nll.hutchinson": Choice(values=HUTCHINSON_KINDS),
         "nll.rtol": Float(lo=0, lo_open=True), "nll.atol": Float(lo=0, lo_open=True), "nll.steps": Int(lo=1, null=True),
-        "nll.variance": Choice(values=("fixedlarge", "fixedsmall", "learned_range"), null=True), "nll.clip_x0": Bool(),
-        "shard": Choice(values=("contiguous", "strided")), "devices": POSITIVE, "accelerator": ACCELERATOR,
+        "nll.variance": Choice(values=VLB_VARIANCES, null=True), "nll.clip_x0": Bool(),
+        "shard": Choice(values=SHARD_MODES), "devices": POSITIVE, "accelerator": ACCELERATOR,
         "save_samples": Bool(), **PIPELINE,
     },
     "ddim_table": {
         **TABLES, "steps": ListOf(item=POSITIVE, distinct=True), "etas": ListOf(item=Float(lo=0, hi=1), nonempty=False),
-        "sigma_hat": Bool(), "skip": Choice(values=("uniform", "quad")), "clip_x0": Bool(null=True),
+        "sigma_hat": Bool(), "skip": Choice(values=DDIM_SKIPS), "clip_x0": Bool(null=True),
     },
     "nfe_table": {
         **TABLES, "nfe": ListOf(item=POSITIVE, distinct=True),
         "samplers": ListOf(item=Either(options=(Text(words="a sampler name"), Mapping(required=("name",))))),
     },
     "edit": {
-        **COMMON, "task": Choice(values=("inpaint", "colorize")), "mask": Choice(values=("center", "left_half", "random")),
-        "mask_fraction": Float(lo=0, hi=1, lo_open=True, hi_open=True), "n": POSITIVE, "split": Choice(values=_SPLITS),
+        **COMMON, "task": Choice(values=EDIT_TASKS), "mask": Choice(values=EDIT_MASKS),
+        "mask_fraction": Float(lo=0, hi=1, lo_open=True, hi_open=True), "n": POSITIVE, "split": Choice(values=SPLITS),
         "steps": Checked(by="the retired-key check (use sampler.steps)"), "accelerator": ACCELERATOR, "out": OUT,
         "sampler.steps": SAMPLER_OVERRIDE["sampler.steps"],
-        "sampler.predictor": Choice(values=("reverse_diffusion", "euler_maruyama", "ancestral", "none"), null=True),
-        "sampler.corrector": Choice(values=("langevin", "annealed_langevin", "none"), null=True),
+        "sampler.predictor": Choice(values=tuple(PREDICTORS), null=True),
+        "sampler.corrector": Choice(values=tuple(CORRECTORS), null=True),
         "sampler.snr": Float(lo=0, lo_open=True, null=True), "sampler.n_corrector": Int(lo=0, null=True),
         "sampler.eps": Float(lo=0, hi=1, lo_open=True, hi_open=True, null=True), "sampler.denoise": Bool(null=True),
-        "sampler.step_norm": Choice(values=("sample", "batch"), null=True),
+        "sampler.step_norm": Choice(values=STEP_NORMS, null=True),
     },
     "guidance_sweep": {
         **COMMON, **SAMPLER_OVERRIDE, **GUIDANCE, **FEATURES, "n": Int(lo=2), "y": LABELS, "device": DEVICE,
         "respace": Checked(by="the retired-key check (use sampler.steps)"),
-        "metrics": ListOf(item=Choice(values=_IMAGE_METRICS), distinct=True), "is_splits": POSITIVE,
+        "metrics": ListOf(item=Choice(values=IMAGE_METRICS), distinct=True), "is_splits": POSITIVE,
         "sweep_dir": Folder(null=True),
     },
     "train_classifier": {
-        "seed": SEED, "arch": Choice(values=("cnn",)), "epochs": Int(lo=1, null=True), "force": Bool(), **PATHS,
+        "seed": SEED, "arch": Choice(values=ARCHS), "epochs": Int(lo=1, null=True), "force": Bool(), **PATHS,
         "data._target_": Checked(by="Hydra (data=digits | fashion_mnist | ...)"),
     },
     "reproduce": {  # the argparse arguments (its key=value overrides are diffzoo-train's)
@@ -265,11 +277,9 @@ def rule_from_target(target: str, param: str) -> Rule | None:
 
 def _sampler_choices() -> dict[str, tuple]:
     """String options of the samplers whose values form a closed set (their modules' tables)."""
-    from ..samplers.ddim import DDIM_SKIPS
     from ..samplers.ddpm import VARIANCES
     from ..samplers.grids import GRIDS
     from ..samplers.ode import ODE_METHODS
-    from ..samplers.pc import CORRECTORS, PREDICTORS
     from ..samplers.unipc import UNIPC_VARIANTS
 
     return {"variance": VARIANCES, "skip": DDIM_SKIPS, "grid": (*GRIDS, "auto"), "method": ODE_METHODS,
