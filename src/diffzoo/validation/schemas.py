@@ -54,6 +54,18 @@ LABELS = Either(options=(Int(lo=0), ListOf(item=Int(lo=0))), null=True)
 PATHS = {"paths.data_dir": Folder(), "paths.log_dir": Folder(), "paths.cache_dir": Folder()}
 
 
+def _lightning_precisions() -> tuple:
+    """The values Lightning's ``Trainer(precision=...)`` takes (the literals of its annotation)."""
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    def literals(t) -> list:
+        if typing.get_origin(t) is typing.Literal:
+            return list(typing.get_args(t))
+        return [v for arg in typing.get_args(t) for v in literals(arg)]
+
+    return tuple(literals(_PRECISION_INPUT))
+
+
 class SamplerOption(Checked):
     """An option of a sampler (``sampler.eta``): its rule is the annotation of the option in the
     sampler's function (:func:`sampler_option_rule`), and a closed set for the string options below."""
@@ -169,8 +181,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "trainer.accelerator": Choice(values=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
         "trainer.devices": Either(options=(Int(lo=1, also=(-1,)), ListOf(item=Int(lo=0)), Choice(values=("auto",)))),
         "trainer.fast_dev_run": Either(options=(Bool(), Int(lo=1))),
-        "trainer.precision": Choice(values=("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
-                                            16, 32, 64)),
+        "trainer.precision": Choice(values=_lightning_precisions()),
         "trainer.strategy": Text(), "trainer.num_nodes": POSITIVE, "trainer.accumulate_grad_batches": POSITIVE,
         "perf.*": Bool(), "perf.compile_mode": Choice(values=("default", "reduce-overhead", "max-autotune",
                                                                "max-autotune-no-cudagraphs")),
