@@ -226,6 +226,27 @@ def test_every_key_of_every_experiment_has_a_rule_and_a_valid_default():
     assert not missing, f"keys with no rule (add them to diffzoo.validation.schemas.SCHEMAS['train']): {missing}"
 
 
+# command lines outside the issue's list, with their own argument checks (argparse)
+NOT_ENTRY_POINTS = {"diffzoo.claims.runner"}
+
+
+def test_every_command_line_has_a_table_and_validates_against_it():
+    """A new tool (a module with ``@hydra.main`` or an argparse parser) must get a table in SCHEMAS,
+    be listed in ENTRY_POINTS and call ``validate_entry`` with its name; so must this test's ENTRIES."""
+    from diffzoo.validation.schemas import ENTRY_POINTS
+
+    root = Path(CONFIG_DIR).parent
+    tools = {".".join(("diffzoo", *p.relative_to(root).with_suffix("").parts)) for p in root.rglob("*.py")
+             if "@hydra.main(" in p.read_text() or "argparse.ArgumentParser(" in p.read_text()}
+    assert tools - NOT_ENTRY_POINTS == set(ENTRY_POINTS.values()), "add the new tool to validation.schemas.ENTRY_POINTS / SCHEMAS"
+    assert set(ENTRY_POINTS) == set(SCHEMAS) == set(ENTRIES) | {"reproduce"}
+    for name, module in ENTRY_POINTS.items():
+        source = (root / Path(*module.split(".")[1:])).with_suffix(".py").read_text()
+        call = "validate_config(" if name == "train" else ("check_arguments(" if name == "reproduce" else f'validate_entry("{name}"')
+        assert call in source, f"{module} does not call {call}...)"
+        assert name == "reproduce" or ENTRIES[name][0] == module
+
+
 def test_reproduce_arguments_have_rules():
     from diffzoo.reproduce import build_parser
 
