@@ -203,6 +203,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
             "model_checkpoint", "sample_grid", "progress", "throughput", "evaluation", "preemption", "nan_guard")},
     },
 }
+# which module validates against which table (a test finds every command line and checks this list)
 ENTRY_POINTS = {"sample": "diffzoo.sample", "eval": "diffzoo.evaluate", "ddim_table": "diffzoo.ddim_table",
                 "nfe_table": "diffzoo.nfe_table", "edit": "diffzoo.edit", "guidance_sweep": "diffzoo.guidance_sweep",
                 "train_classifier": "diffzoo.metrics.train_classifier", "reproduce": "diffzoo.reproduce",
