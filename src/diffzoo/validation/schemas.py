@@ -163,6 +163,13 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         # the data modules' loader settings (diffzoo.data.base, passed on as **loader)
         "data.batch_size": POSITIVE, "data.eval_batch_size": Int(lo=1, null=True), "data.num_workers": Int(lo=0),
         "data.pin_memory": Bool(), "data.persistent_workers": Bool(), "data.seed": SEED,
+        # ranges of the keys most often changed (the others inside a _target_ node: their annotated type)
+        **{f"net.{k}": POSITIVE for k in ("in_channels", "out_channels", "image_size", "base_channels", "num_res_blocks",
+                                         "num_heads", "num_groups")},
+        "net.dropout": Float(lo=0, hi=1, hi_open=True), "net.num_classes": Int(lo=1, null=True),
+        "data.image_size": POSITIVE, "schedule.betas.T": POSITIVE, "lr_scheduler.warmup_steps": Int(lo=0),
+        "callbacks.*.every_n_steps": Int(lo=1, null=True), "callbacks.sample_grid.n": Int(lo=0),
+        "callbacks.evaluation.n": Int(lo=2), "callbacks.evaluation.batch_size": POSITIVE,
         "*resolutions": ListOf(item=POSITIVE, nonempty=False), "*channel_mult": ListOf(item=POSITIVE),
         "*ch_mult": ListOf(item=POSITIVE), "net.fir_kernel": ListOf(item=POSITIVE), "*image_tower.widths": ListOf(item=POSITIVE),
         "*._convert_": Checked(by="Hydra"), "*._recursive_": Checked(by="Hydra"),
