@@ -78,6 +78,7 @@ class SuperResolutionNet(nn.Module):
         self.upsample_mode = upsample_mode
         self.num_classes = getattr(backbone, "num_classes", None)
         self.text_dim = getattr(backbone, "text_dim", None)
+        self.text_encoder_dim = getattr(backbone, "text_encoder_dim", self.text_dim)  # what a text module checks
         dim = self.embedding_dim = int(backbone.embedding_dim)
         self.aug_features = min(dim, 128)
         # A second time embedding (CDM §3.2): sinusoidal features → Linear–SiLU–Linear, as the U-Net's own.

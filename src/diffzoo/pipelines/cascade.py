@@ -5,7 +5,7 @@ A pipeline is an ordered list of :class:`Stage`\\ s, each a loaded module with i
 and — for a super-resolution stage — its conditioning-augmentation level and mode:
 
 * the first stage samples from noise (any generative module, through the one sampling loop);
-* every later stage is a :class:`~diffzoo.lit.super_resolution.SuperResolutionModule` that super-resolves
+* every later stage is a super-resolution module (:class:`~diffzoo.lit.super_resolution.LowResolutionStage`) that super-resolves
   the previous stage's output. *Non-truncated* (CDM §3.2): the previous stage's final sample ``z_0`` is
   corrupted to level ``s`` by the stage's own augmentation. *Truncated*: the previous stage's reverse chain
   stops at ``t_s`` (:func:`~diffzoo.samplers.truncated.ancestral_until`) and its ``z_s`` is passed on (that
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError
-from ..lit.super_resolution import SuperResolutionModule, upsample_indices
+from ..lit.super_resolution import LowResolutionStage, upsample_indices
 from ..samplers import sample_indices
 from ..samplers.truncated import ancestral_until
 from ..utils.random import derive_seed
@@ -52,7 +52,7 @@ class Stage:
 
     @property
     def upsamples(self) -> bool:
-        return isinstance(self.module, SuperResolutionModule)
+        return isinstance(self.module, LowResolutionStage)
 
     @property
     def level(self) -> float:
