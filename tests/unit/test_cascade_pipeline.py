@@ -90,3 +90,23 @@ def test_the_pipeline_config_composes_for_sample_and_eval():
             assert list(cfg.pipeline.stages) == ["base8", "sr16", "sr32"]
             assert cfg.pipeline.stages.sr16.aug_level == 0.1 and cfg.pipeline.stages.sr32.aug_level == 0.0
         assert compose(config_name="sample", overrides=["ckpt_path=x"]).get("pipeline") is None
+
+
+def test_a_text_cascade_gives_every_text_stage_the_captions():
+    from diffzoo.lit.text_super_resolution import TextSuperResolutionModule
+    from tests.unit.test_text_unet import NET, TEXT, TinyFrozen, _module, _randomize
+
+    base = _module(TinyFrozen(), mode="glide").eval()
+    backbone = UNet(**{**NET, "in_channels": 2, "image_size": 16}, **TEXT["glide"])
+    sr = TextSuperResolutionModule(
+        net=_randomize(SuperResolutionNet(backbone, 1, 8)), schedule=base.schedule, objective=SimpleLoss(),
+        sampler=SamplerSpec("ddpm", steps=3), optimizer=partial(torch.optim.Adam), ema_decay=None, text_encoder=TinyFrozen(),
+        caption_drop_prob=0.1, augmentation=ConditioningAugmentation(GaussianNoiseAugmentation(sample_level=0.2))).eval()
+    stages = [Stage("base8", base, SamplerSpec("ddpm", steps=3)), Stage("sr16", sr, sr.sampler, ClassifierFreeGuidance(1.0))]
+    check_stages(stages)
+    assert stages[1].takes_text() and not stages[1].takes_labels()
+    one = run_cascade(stages, range(2), seed=0, captions=["a bold digit seven", "a thin digit one"])
+    two = run_cascade(stages, range(2), seed=0, captions=["a digit one", "a digit one"])
+    assert one.outputs["sr16"].shape == (2, 1, 16, 16)
+    assert not torch.allclose(one.outputs["base8"], two.outputs["base8"])  # the base stage reads the captions
+    assert not torch.allclose(one.outputs["sr16"], two.outputs["sr16"])

@@ -62,7 +62,10 @@ class Stage:
         return self.module.augmentation.sample_level if self.aug_level is None else float(self.aug_level)
 
     def takes_labels(self) -> bool:
-        return self.guidance is not None or "y" in self.module.denoiser(self.use_ema).cond_keys
+        return "y" in self.module.denoiser(self.use_ema).cond_keys or (self.guidance is not None and not self.takes_text())
+
+    def takes_text(self) -> bool:
+        return "text" in self.module.denoiser(self.use_ema).cond_keys
 
 
 @dataclass
@@ -129,9 +132,9 @@ def _truncated_sampler(prev: Stage, t_stop: float):
 
 @torch.no_grad()
 def run_cascade(stages: Sequence[Stage], indices: Sequence[int], seed: int, labels: torch.Tensor | None = None,
-                progress: bool = False) -> CascadeBatch:
+                progress: bool = False, captions: Sequence[str] | None = None) -> CascadeBatch:
     """Draw the cascade samples ``indices`` (module docstring). ``labels`` int64 ``[b]`` go to every stage
-    that takes them (class-conditional or guided)."""
+    that takes them (class-conditional or guided), ``captions`` (one per sample) to every text stage."""
     indices = list(indices)
     out = CascadeBatch(torch.as_tensor(indices, dtype=torch.long), {}, {}, {}, {})
     prev_x, prev_truncated = None, False
@@ -140,14 +143,16 @@ def run_cascade(stages: Sequence[Stage], indices: Sequence[int], seed: int, labe
         truncate = nxt is not None and nxt.augmentation == "truncated" and nxt.level > 0
         sampler = _truncated_sampler(st, float(nxt.module.augmentation.noise.time_of(nxt.level))) if truncate else st.sampler
         y = labels if (labels is not None and st.takes_labels()) else None
+        text = {"text": list(captions)} if (captions is not None and st.takes_text()) else None
         stage_seed = derive_seed(seed, "pipeline", st.name)
         st.module.eval()
         if not st.upsamples:
             batch = sample_indices(st.module.denoiser(st.use_ema), sampler, indices, stage_seed, st.module.data_shape,
-                                   device=st.module.device, guidance=st.guidance, labels=y, progress=progress)
+                                   device=st.module.device, guidance=st.guidance, labels=y, progress=progress, cond=text)
         else:
             batch = upsample_indices(st.module, prev_x, indices, stage_seed, labels=y, aug_level=st.level, sampler=sampler,
-                                     guidance=st.guidance, use_ema=st.use_ema, progress=progress, augmented=prev_truncated)
+                                     guidance=st.guidance, use_ema=st.use_ema, progress=progress, augmented=prev_truncated,
+                                     cond=text)
         out.outputs[st.name], out.labels[st.name] = batch.x, y
         out.nfe[st.name], out.truncated[st.name] = int(batch.nfe), truncate
         prev_x, prev_truncated = batch.x, truncate

@@ -57,9 +57,11 @@ def _num_classes(stages: list[Stage]) -> int | None:
     return num_classes_of(*[getattr(s.module, "net", None) for s in stages])
 
 
-def draw_pipeline(stages: list[Stage], n: int, seed: int, batch_size: int, y: Any = None, progress: bool = True):
+def draw_pipeline(stages: list[Stage], n: int, seed: int, batch_size: int, y: Any = None, progress: bool = True,
+                  prompts: list[str] | None = None):
     """``n`` cascade samples in batches → ``(outputs {stage: [n, C, H, W]}, labels [n] or None, nfe {stage: k},
-    truncated {stage: bool})``; sample ``i`` of every stage depends on ``(seed, i)`` only."""
+    truncated {stage: bool})``; sample ``i`` of every stage depends on ``(seed, i)`` only; text stages get caption
+    ``prompts[i mod P]`` (no prompts: the empty caption)."""
     from ..guidance.labels import labels_for_indices
     from ..utils.progress import track
 
@@ -71,12 +73,23 @@ def draw_pipeline(stages: list[Stage], n: int, seed: int, batch_size: int, y: An
     for start in track(starts, total=len(starts), description="cascade", enabled=progress):
         idx = range(start, min(n, start + batch_size))
         y_b = labels_for_indices(idx, y, k) if takes else None
-        batch = run_cascade(stages, idx, seed, y_b)
+        captions = [prompts[i % len(prompts)] if prompts else "" for i in idx]
+        batch = run_cascade(stages, idx, seed, y_b, captions=captions)
         for name, x in batch.outputs.items():
             outs[name].append(x.cpu())
         labels.append(y_b)
         nfe, truncated = batch.nfe, batch.truncated
     return ({name: torch.cat(v) for name, v in outs.items()}, torch.cat(labels) if takes else None, nfe, truncated)
+
+
+def _prompts(cfg: DictConfig) -> list[str] | None:
+    """``prompt`` (every sample) or ``prompts`` (sample i: prompts[i mod P]) of diffzoo-sample, for text stages."""
+    if cfg.get("prompt") is not None:
+        return [str(cfg.prompt)]
+    prompts = cfg.get("prompts")
+    if prompts is not None and (isinstance(prompts, str) or not len(prompts)):
+        raise ConfigError(f"prompts={prompts!r} must be a non-empty list of captions")
+    return [str(p) for p in prompts] if prompts is not None else None
 
 
 def _out_dir(cfg: DictConfig, stages: list[Stage], kind: str) -> Path:
@@ -94,7 +107,8 @@ def sample_pipeline(cfg: DictConfig) -> dict[str, Any]:
     if int(cfg.n) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"n and batch_size must be >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
     stages = load_stages(cfg.pipeline, device_of(cfg.get("device", "auto")), bool(cfg.use_ema))
-    outputs, labels, nfe, truncated = draw_pipeline(stages, int(cfg.n), int(cfg.seed), int(cfg.batch_size), cfg.get("y"))
+    outputs, labels, nfe, truncated = draw_pipeline(stages, int(cfg.n), int(cfg.seed), int(cfg.batch_size), cfg.get("y"),
+                                                    prompts=_prompts(cfg))
     out = _out_dir(cfg, stages, "samples")
     summary: dict[str, Any] = {"out": str(out), "n": int(cfg.n), "stages": {}}
     for st in stages:
