@@ -110,3 +110,12 @@ def test_a_text_cascade_gives_every_text_stage_the_captions():
     assert one.outputs["sr16"].shape == (2, 1, 16, 16)
     assert not torch.allclose(one.outputs["base8"], two.outputs["base8"])  # the base stage reads the captions
     assert not torch.allclose(one.outputs["sr16"], two.outputs["sr16"])
+
+
+@pytest.mark.parametrize("name,stages", [("cdm_image_folder", ["base16", "sr64"]), ("imagen_fashion_mnist", ["base16", "sr32"])])
+def test_every_pipeline_config_composes(name, stages):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="diffzoo.conf", version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=[f"pipeline={name}"])
+    assert list(cfg.pipeline.stages) == stages and cfg.pipeline.name == name

@@ -55,8 +55,9 @@ class _Downsampled(Dataset):
 
 
 def _downsample_split(dataset: Dataset, resolution: int, shape: tuple[int, ...]) -> Dataset:
-    """An in-memory set is downsampled once (float, in chunks); any other one on fetch."""
-    if isinstance(dataset, InMemoryDataset):
+    """A plain in-memory set is downsampled once (float, in chunks); any other one (a captioned set, whose items
+    carry more than ``x`` and ``y``) on fetch."""
+    if type(dataset) is InMemoryDataset:
         images = dataset_images(dataset, shape)
         small = torch.cat([area_downsample(chunk, resolution) for chunk in images.split(4096)]) if len(images) else images
         return InMemoryDataset(small, dataset.y)
