@@ -101,14 +101,15 @@ def _out_dir(cfg: DictConfig, stages: list[Stage], kind: str) -> Path:
 
 def sample_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """``diffzoo-sample pipeline=<name>``: draw ``cfg.n`` cascade samples, write per stage ``<out>/<stage>/grid.png``
-    and ``samples.npz`` (uint8 images, labels), return a summary."""
+    and ``samples.npz`` (uint8 images, labels, a text stage's captions), return a summary."""
     from ..utils.images import save_samples_figure, to_uint8
 
     if int(cfg.n) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"n and batch_size must be >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
     stages = load_stages(cfg.pipeline, device_of(cfg.get("device", "auto")), bool(cfg.use_ema))
+    prompts = _prompts(cfg)
     outputs, labels, nfe, truncated = draw_pipeline(stages, int(cfg.n), int(cfg.seed), int(cfg.batch_size), cfg.get("y"),
-                                                    prompts=_prompts(cfg))
+                                                    prompts=prompts)
     out = _out_dir(cfg, stages, "samples")
     summary: dict[str, Any] = {"out": str(out), "n": int(cfg.n), "stages": {}}
     for st in stages:
@@ -117,6 +118,8 @@ def sample_pipeline(cfg: DictConfig) -> dict[str, Any]:
         note = " (truncated chain: z_s)" if truncated[st.name] else ""
         grid = save_samples_figure(x[:256].clamp(-1, 1), folder / "grid.png", title=f"{st.name}{note}, NFE {nfe[st.name]}")
         extra = {"y": labels.numpy()} if labels is not None else {}
+        if prompts and st.takes_text():
+            extra["text"] = np.array([prompts[i % len(prompts)] for i in range(int(cfg.n))])
         np.savez(folder / "samples.npz", images=to_uint8(x.clamp(-1, 1)).permute(0, 2, 3, 1).numpy(), **extra)
         summary["stages"][st.name] = {"grid": str(grid), "nfe": nfe[st.name], "truncated": truncated[st.name],
                                       "aug_level": st.level if st.upsamples else None, **st.info}
