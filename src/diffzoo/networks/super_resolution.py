@@ -4,9 +4,9 @@ Cascaded Diffusion Models (Ho, Saharia et al. 2021, §2–3) and Imagen (Saharia
 condition every super-resolution stage ``p_θ(x | z)`` on the low-resolution image ``z`` by
 
 * upsampling ``z`` to the output resolution and concatenating it to ``x_t`` along the channels
-  (CDM §2: "the low resolution image is upsampled and concatenated channel-wise");
-* embedding the conditioning-augmentation level ``s`` (CDM §3.2 "as an extra time embedding";
-  Imagen §2.4 "conditioning on aug_level") and adding it to the time embedding — here through the
+  (CDM §2; Imagen §2.4);
+* embedding the conditioning-augmentation level ``s`` (CDM §3.2: "as an extra time embedding"; Imagen §2.4:
+  the model is conditioned on the augmentation level) and adding it to the time embedding — here through the
   backbone's ``added_emb`` input (:meth:`diffzoo.networks.UNet.forward`).
 
 Class or text conditioning passes through to the backbone unchanged. The wrapper knows nothing of
