@@ -248,3 +248,15 @@ def test_text_digits_checkpoint_rebuilds_encoder_and_tokenizer(tmp_path):
         want = m.denoiser().predict(x, t, text="a bold digit seven").eps
         assert torch.equal(loaded.denoiser().predict(x, t, text="a bold digit seven").eps, want)
         assert (loaded.denoiser().predict(x, t, text="a thin digit one").eps - want).abs().max() > 1e-4
+
+
+def test_pooled_only_conditioning_ignores_the_token_states():
+    # Imagen's pooling baseline (App. D.3.1): the pooled vector moves the output, the token states do not
+    net = _randomize(UNet(**NET, text_dim=D_TEXT, text_conditioning="pooled"))
+    x, t, context, mask, pooled = _inputs()
+    with torch.no_grad():
+        out = net(x, t, context=context, context_mask=mask, pooled=pooled)
+        torch.testing.assert_close(net(x, t, context=torch.randn_like(context), pooled=pooled), out, rtol=0, atol=0)
+        assert (net(x, t, context=context, pooled=pooled + 1) - out).abs().max() > 1e-3
+    plain = {k for k in UNet(**NET).state_dict()}
+    assert set(net.state_dict()) - plain == {"text_pool_proj.weight", "text_pool_proj.bias"}

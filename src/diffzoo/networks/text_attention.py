@@ -25,8 +25,9 @@ from .attention import AttentionBlock, _norm
 
 __all__ = ["ContextAttentionBlock", "CrossAttentionBlock", "TEXT_CONDITIONINGS"]
 
-# the closed set of net.text_conditioning values
-TEXT_CONDITIONINGS = ("glide", "cross_attention")
+# the closed set of net.text_conditioning values; "pooled": only the pooled vector, added to the time
+# embedding (the pooling baseline of Imagen App. D.3.1 / Fig. A.13a), no token states attended
+TEXT_CONDITIONINGS = ("glide", "cross_attention", "pooled")
 
 
 def _key_mask(context_mask: torch.Tensor | None, B: int, L: int, n_own: int, device) -> torch.Tensor | None:
@@ -127,4 +128,5 @@ def check_text_args(text_dim, text_conditioning: str, cross_attention_resolution
     if bad:
         raise ConfigError(f"net.cross_attention_resolutions {bad} are not reached; the resolutions are {reachable}")
     if text_dim and text_conditioning == "cross_attention" and not cross_attention_resolutions:
-        raise ConfigError("net.text_conditioning=cross_attention needs net.cross_attention_resolutions (e.g. [4])")
+        raise ConfigError("net.text_conditioning=cross_attention needs net.cross_attention_resolutions (e.g. [4]); "
+                          "for the pooled vector alone set net.text_conditioning=pooled")

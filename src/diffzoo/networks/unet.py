@@ -209,9 +209,9 @@ class UNet(nn.Module):
         text_dim: width ``d_text`` of a text context (None: no text conditioning). The pooled
             text vector is projected and added to the time embedding (GLIDE ``transformer_proj``).
         text_conditioning: ``"glide"`` (the context's keys / values joined to every attention
-            block's) or ``"cross_attention"`` (Imagen: cross-attention blocks at
-            ``cross_attention_resolutions``, LayerNorm on the text states); see
-            :mod:`diffzoo.networks.text_attention`.
+            block's), ``"cross_attention"`` (Imagen: cross-attention blocks at
+            ``cross_attention_resolutions``, LayerNorm on the text states) or ``"pooled"`` (the pooled
+            vector only; the token states are not attended); see :mod:`diffzoo.networks.text_attention`.
         cross_attention_resolutions: feature-map sides that get cross-attention (``cross_attention``).
         text_encoder_dim: width of the text encoder's states when it differs from ``text_dim``: a
             learned linear map takes token states and pooled vector from it to ``text_dim`` first
@@ -270,7 +270,7 @@ class UNet(nn.Module):
         self.text_in_proj = (nn.Linear(self.text_encoder_dim, text_dim)
                              if text_dim and self.text_encoder_dim != text_dim else None)
         glide = bool(text_dim) and text_conditioning == "glide"
-        xattn_res = cross_attention_resolutions if text_dim and not glide else ()
+        xattn_res = cross_attention_resolutions if text_dim and text_conditioning == "cross_attention" else ()
 
         def block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout=dropout, num_groups=num_groups,

@@ -166,7 +166,7 @@ def imagen_frozen_text_encoder(ctx) -> Result:
     values, runs, n = _encoder_comparison(ctx, {
         "frozen": ("imagen_digits",),
         # the same U-Net with a jointly trained word-level Transformer (GLIDE's), unseen words -> <unk>
-        "scratch": ("text_digits", "net.text_conditioning=cross_attention", "net.cross_attention_resolutions=[4]",
+        "scratch": ("text_digits", "net.text_conditioning=cross_attention", "++net.cross_attention_resolutions=[4]",
                     "model.caption_drop_prob=0.1", "schedule=cosine"),
     })
     values["all_acc_train_gap"] = _difference(values, "all_acc_train_frozen", "all_acc_train_scratch")
@@ -184,7 +184,7 @@ def imagen_frozen_text_encoder(ctx) -> Result:
 def imagen_cross_attention(ctx) -> Result:
     values, runs, n = _encoder_comparison(ctx, {
         "xattn": ("imagen_digits",),
-        "pooled": ("imagen_digits", "net.cross_attention_resolutions=[]"),
+        "pooled": ("imagen_digits", "net.text_conditioning=pooled", "net.cross_attention_resolutions=[]"),
     }, registers=("train",))
     return Result(values, f"imagen_digits with cross-attention at 4×4 vs pooled MiniLM vector only, {runs['xattn'].steps} steps "
                           f"each; {n} samples over {PROMPTS} training prompts, no guidance",
