@@ -37,6 +37,7 @@ PAPERS: dict[str, str] = {
     "GLIDE": "Nichol et al. 2022, GLIDE: Towards Photorealistic Image Generation and Editing with Text-Guided Diffusion Models",
     "Imagen": "Saharia et al. 2022, Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding",
     "CDM": "Ho, Saharia et al. 2021, Cascaded Diffusion Models for High Fidelity Image Generation",
+    "unCLIP": "Ramesh et al. 2022, Hierarchical Text-Conditional Image Generation with CLIP Latents",
 }
 
 

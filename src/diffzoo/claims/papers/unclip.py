@@ -18,10 +18,9 @@ import torch
 
 from ..criteria import Greater, Measured
 from ..measure import binomial
-from ..registry import PAPERS, Result, claim
+from ..registry import Result, claim
 
 # the paper key, until the registry lists it with the other papers
-PAPERS.setdefault("unCLIP", "Ramesh et al. 2022, Hierarchical Text-Conditional Image Generation with CLIP Latents")
 
 CLIP_STEPS = (1500, 60)        # training steps (full, quick): the experiments' own
 PRIOR_STEPS = (1500, 40)
