@@ -81,3 +81,15 @@ class RecordingSimpleLoss(SimpleLoss):
         with open(self.path, "a") as f:
             f.write(" ".join(str(v) for v in out.t[:8].tolist()) + " | " + "".join(map(str, mask[:32])) + "\n")
         return out
+
+
+def randomize_parameters(net, seed: int = 0, std: float = 0.1):
+    """Every parameter of ``net`` (an ``nn.Module``, returned) N(0, std²), in eval mode: zero-initialised output layers would hide what a test
+    looks for (a condition's effect, a copied weight)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(std * torch.randn(p.shape, generator=gen))
+    return net.eval()

@@ -11,18 +11,11 @@ from diffzoo.config import compose_config, register_resolvers
 from diffzoo.lit import TextInpaintingModule, build_module
 from diffzoo.lit.inpainting import random_box_masks
 from diffzoo.networks import UNet
+from tests.helpers import randomize_parameters as _randomize
 from diffzoo.networks.inpainting import InpaintingUNet
 
 NET = dict(out_channels=2, image_size=8, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
            attention_resolutions=(4,), num_groups=8, dropout=0.0)
-
-
-def _randomize(net: torch.nn.Module, seed: int) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-    return net.eval()
 
 
 def _inputs(B: int = 3, seed: int = 1):

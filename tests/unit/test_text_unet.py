@@ -19,6 +19,7 @@ from diffzoo.errors import ConfigError
 from diffzoo.guidance import ClassifierFreeGuidance
 from diffzoo.lit import TextDiffusionModule
 from diffzoo.networks import UNet
+from tests.helpers import randomize_parameters as _randomize
 from diffzoo.networks.text import FrozenTextEncoder, GlideTextTransformer
 from diffzoo.networks.text_attention import CrossAttentionBlock
 from diffzoo.objectives import SimpleLoss
@@ -31,15 +32,6 @@ NET = dict(in_channels=1, out_channels=1, image_size=8, base_channels=16, channe
 TEXT = {"glide": dict(text_dim=D_TEXT, text_conditioning="glide"),
         # cross-attention only at 8×8 (level 0 has no self-attention or resampler): the other keys keep their names
         "cross_attention": dict(text_dim=D_TEXT, text_conditioning="cross_attention", cross_attention_resolutions=[8])}
-
-
-def _randomize(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter N(0, 0.1²): zero-initialised output layers would hide the context's effect."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-    return net.eval()
 
 
 def _inputs(B: int = 3, seed: int = 1):

@@ -32,10 +32,20 @@ def save_caption_grid(images: torch.Tensor, captions: Sequence[str], path, ncol:
         ax.axis("off")
         if i >= B:
             continue
-        img = pix[i]
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                  vmin=0, vmax=1, interpolation="nearest")
+        _show(ax, pix[i])
         ax.set_title("\n".join(textwrap.wrap(captions[i] or '""', wrap)), fontsize=7)
+    return _save(fig, path)
+
+
+def _show(ax, img) -> None:
+    """One image ``[H, W, C]`` in [0, 1] (C = 1: grey), nearest-neighbour, so the pixels show as they are."""
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+              vmin=0, vmax=1, interpolation="nearest")
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,12 +81,5 @@ def save_prompt_rows(images: torch.Tensor, prompts: Sequence[str], path, per_row
             ax, i = axes[r, c + 1], r + c * P
             ax.axis("off")
             if i < len(pix):
-                img = pix[i]
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                          vmin=0, vmax=1, interpolation="nearest")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+                _show(ax, pix[i])
+    return _save(fig, path)

@@ -24,6 +24,19 @@ def sde_classifier_guidance(module: SDEClassifierModule, scale: float = 1.0) -> 
                                    sde=module.schedule, data_transform=module.data_transform)
 
 
+def _load_guide(method: str, key: str, ckpt_path, form: str, how: str):
+    """The module of a guiding network's checkpoint ``guidance.<key>`` and its path, after the checks
+    every ``guidance=<method>`` shares (set, a valid form, an existing file); ``how`` says how to train one."""
+    if ckpt_path in (None, "", "???"):
+        raise ConfigError(f"guidance={method} needs guidance.{key}=PATH (a checkpoint of diffzoo-train {how})")
+    if form not in FORMS:
+        raise ConfigError(f"guidance.form={form!r} is not one of {list(FORMS)}")
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"guidance.{key}={str(path)!r} does not exist; train one with diffzoo-train {how}")
+    return load_module(path), path
+
+
 def load_classifier_guidance(classifier_ckpt: str, scale: float = 1.0, form: str = "eps") -> nn.Module:
     """The Hydra target of ``guidance=classifier``: guidance by the classifier of ``classifier_ckpt``.
 
@@ -32,16 +45,8 @@ def load_classifier_guidance(classifier_ckpt: str, scale: float = 1.0, form: str
     * a discrete-time one (``experiment=adm_classifier_<data>``) → :class:`~diffzoo.guidance.ClassifierGuidance`
       (ADM; ``form=mean`` needs ``sampler=ddpm``).
     """
-    if classifier_ckpt in (None, "", "???"):
-        raise ConfigError("guidance=classifier needs guidance.classifier_ckpt=PATH (a checkpoint of diffzoo-train "
-                          "experiment=adm_classifier_<data>, or experiment=sde_classifier_<data> for Score SDE models)")
-    if form not in FORMS:
-        raise ConfigError(f"guidance.form={form!r} is not one of {list(FORMS)}")
-    path = Path(classifier_ckpt).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"guidance.classifier_ckpt={str(path)!r} does not exist; train one with diffzoo-train "
-                              "experiment=adm_classifier_<data> (DDPM-family models) or sde_classifier_<data> (Score SDE)")
-    module = load_module(path)
+    module, path = _load_guide("classifier", "classifier_ckpt", classifier_ckpt, form,
+                               "experiment=adm_classifier_<data> (DDPM-family models) or sde_classifier_<data> (Score SDE)")
     if isinstance(module, SDEClassifierModule):
         if form != "eps":
             raise ConfigError("guidance.form=mean is ADM's ancestral mean shift; a Score SDE classifier guides the score "
@@ -59,16 +64,7 @@ def load_clip_guidance(clip_ckpt: str, scale: float = 1.0, form: str = "mean") -
     from ..guidance.clip import CLIPGuidance
     from ..networks.noised_clip import NoisedCLIP
 
-    if clip_ckpt in (None, "", "???"):
-        raise ConfigError("guidance=clip needs guidance.clip_ckpt=PATH (a checkpoint of diffzoo-train "
-                          "experiment=noised_clip_captioned_digits or another noised CLIP)")
-    if form not in FORMS:
-        raise ConfigError(f"guidance.form={form!r} is not one of {list(FORMS)}")
-    path = Path(clip_ckpt).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"guidance.clip_ckpt={str(path)!r} does not exist; train one with diffzoo-train "
-                              "experiment=noised_clip_captioned_digits")
-    module = load_module(path)
+    module, path = _load_guide("clip", "clip_ckpt", clip_ckpt, form, "experiment=noised_clip_<data> (e.g. noised_clip_captioned_digits)")
     net = getattr(module, "net", None)
     if not isinstance(net, NoisedCLIP):
         raise CheckpointError(f"guidance.clip_ckpt={str(path)!r} holds a {type(module).__name__}, not a noised CLIP "
