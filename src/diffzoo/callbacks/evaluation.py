@@ -39,7 +39,29 @@ def fast_dev_run_sampler(spec, process):
     return spec
 
 
-class Evaluation(L.Callback):
+class PeriodicEvaluation(L.Callback):
+    """Calls ``self.evaluate(trainer, pl_module)`` every ``self.every_n_steps`` optimizer steps and,
+    with ``self.at_train_end``, once at the end, never twice at one step (``self._last_step``, which
+    ``evaluate`` sets)."""
+
+    every_n_steps: int | None = None
+    at_train_end: bool = True
+    _last_step: int = -1
+
+    def evaluate(self, trainer, pl_module):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_train_end and trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+
+class Evaluation(PeriodicEvaluation):
     """Every ``every_n_steps`` optimizer steps and when training ends, draw ``n`` samples with the
     EMA weights — every rank its share of the global indices, features gathered (see
     :mod:`diffzoo.metrics.distributed`) — and compute ``metrics`` against the training data.
@@ -123,15 +145,6 @@ class Evaluation(L.Callback):
             device=trainer.strategy.root_device, datamodule=getattr(trainer, "datamodule", None),
         )
         return self._inputs
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.at_train_end and trainer.global_step != self._last_step:
-            self.evaluate(trainer, pl_module)
 
     # ------------------------------------------------------------------ work
     def _dir(self, trainer) -> Path:

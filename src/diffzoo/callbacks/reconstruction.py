@@ -6,19 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from ..metrics.features import make_extractor
 from ..metrics.reconstruction import ReconstructionReport, evaluate_reconstruction
 from ..utils.io import write_text_atomic
+from .evaluation import PeriodicEvaluation
 
 __all__ = ["ReconstructionEvaluation"]
 
 FAST_DEV_RUN_N = 8
 
 
-class ReconstructionEvaluation(L.Callback):
+class ReconstructionEvaluation(PeriodicEvaluation):
     """Every ``every_n_steps`` optimizer steps and at the end of training, rank 0 reconstructs the
     first ``n`` held-out images with the module's ``first_stage()`` (EMA weights when kept) and
     publishes ``eval/psnr``, ``eval/ssim`` and ``eval/rfid_<space><n>`` (loggers,
@@ -47,15 +47,6 @@ class ReconstructionEvaluation(L.Callback):
         classifier if it is not cached), so a missing piece fails now, not after training."""
         if stage == "fit" and trainer.is_global_zero and self._images is None:
             self._prepare(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.at_train_end and trainer.global_step != self._last_step:
-            self.evaluate(trainer, pl_module)
 
     def _prepare(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
