@@ -66,7 +66,7 @@ def _run_one(claim, ctx) -> dict[str, Any]:
         return row
     used = [n for c in claim.criteria for n in (getattr(c, "a", None), getattr(c, "b", None)) if isinstance(n, str)]
     row.update(
-        setting=result.setting, note=result.note, figures=[str(p) for p in result.figures],
+        setting=result.setting, note=result.note, figures=[_relative(p) for p in result.figures],
         values={k: {"value": v.value, "se": v.se} for k, v in result.values.items()},
         shown=list(claim.shown or dict.fromkeys(used)),
         outcomes=[{"criterion": o.criterion, "outcome": o.outcome, "margin": o.margin, "z": None if math.isinf(o.z) else o.z}
@@ -124,11 +124,12 @@ def run_claims(names: Sequence[str] = (), quick: bool = False, out: Path | None 
     for row in rows:
         row["date"] = datetime.date.today().isoformat()
     rows = _merge_previous(out / "claims.json", rows, quick) if names else rows
+    command += " --quick" if quick and "--quick" not in command else ""
     report = {
-        "command": command + (" --quick" if quick and "--quick" not in command else ""), "quick": quick,
+        "command": command, "merged": bool(names), "quick": quick,
         "date": datetime.date.today().isoformat(), "machine": _machine(), "seed": seed,
         "minutes": sum(r["seconds"] for r in rows) / 60, "claims": rows, "full_scale": _full_scale_rows(),
-        "runs": [{"experiment": r.experiment, "run_dir": str(r.run_dir), "steps": r.steps, "reused": r.reused} for r in ctx.runs],
+        "runs": [{"experiment": r.experiment, "run_dir": _relative(r.run_dir), "steps": r.steps, "reused": r.reused} for r in ctx.runs],
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "claims.json", report)
@@ -140,6 +141,14 @@ def run_claims(names: Sequence[str] = (), quick: bool = False, out: Path | None 
           f"{counts['not']} not, {counts['error']} errors\n  report:  {out / 'claims.md'}\n  json:    {out / 'claims.json'}\n"
           f"  figures: {out / 'claims'}\n  runs:    {runs_dir}")
     return report
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (reports carry no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
