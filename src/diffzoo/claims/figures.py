@@ -32,14 +32,17 @@ def figure(path: Path, *args, title: str = "", **kwargs):
 
 
 def image_rows(images: dict[str, torch.Tensor], path: Path, title: str, per_row: int = 16) -> Path:
-    """One row of the first ``per_row`` images ``[n, 1, H, W]`` in [−1, 1] per entry of ``images``,
+    """One row of the first ``per_row`` images ``[n, C, H, W]`` (C = 1 or 3) in [−1, 1] per entry of ``images``,
     labelled on the left, as a PNG."""
     with figure(path, len(images), 1, figsize=(per_row * 0.5 + 1.5, 0.75 * len(images) + 0.6), squeeze=False,
                 title=title) as (_, axes):
         for ax, (name, x) in zip(axes[:, 0], images.items()):
             x = x[:per_row].clamp(-1, 1).cpu()
-            row = torch.cat([torch.nn.functional.pad(img[0], (1, 1, 1, 1), value=-1) for img in x], dim=1)
-            ax.imshow(row.numpy(), cmap="gray", vmin=-1, vmax=1)
+            row = torch.cat([torch.nn.functional.pad(img, (1, 1, 1, 1), value=-1) for img in x], dim=2)  # [C, H, W·n]
+            if row.shape[0] == 3:
+                ax.imshow(((row.permute(1, 2, 0) + 1) / 2).numpy())
+            else:
+                ax.imshow(row[0].numpy(), cmap="gray", vmin=-1, vmax=1)
             ax.set_yticks([])
             ax.set_xticks([])
             ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)

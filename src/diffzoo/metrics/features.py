@@ -20,6 +20,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .classifier import SmallCNN, load_classifier, load_or_train_classifier
 from .feature_types import Features
 
@@ -92,14 +93,15 @@ def choose_extractor_kind(kind: str, data_shape: tuple[int, ...], labelled: bool
     """Resolve ``auto``: Inception for RGB images of at least 32 px, else the data set's
     classifier (labelled data only). Explicit kinds are validated against the data."""
     if kind not in EXTRACTOR_KINDS:
-        raise ValueError(f"extractor={kind!r} is not one of {list(EXTRACTOR_KINDS)}")
+        raise ConfigError(f"extractor={kind!r} is not one of {list(EXTRACTOR_KINDS)}")
     if len(data_shape) != 3:
-        raise ValueError(f"image metrics need image data [C, H, W], got data shape {tuple(data_shape)}; use metrics=[swd,mmd,loglik] for points")
+        raise ConfigError(f"image metrics need image data [C, H, W], got data shape {tuple(data_shape)}; use metrics=[swd,mmd,loglik] for points")
     rgb_large = data_shape[0] == 3 and min(data_shape[1:]) >= INCEPTION_MIN_SIZE
     if kind == "auto":
         kind = "inception" if rgb_large or not labelled else "classifier"
     if kind == "classifier" and not labelled:
-        raise ValueError("extractor=classifier needs a labelled data set to train on; use extractor=inception")
+        raise ConfigError("extractor=classifier needs a labelled data set to train its classifier on, and this data set has no "
+                          "labels; use extractor=inception (or callbacks.evaluation=null in training)")
     return kind
 
 
