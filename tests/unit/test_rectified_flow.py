@@ -260,3 +260,38 @@ def test_ddpm_models_run_in_the_time_of_their_vp_sde_and_others_are_refused():
     assert SamplerSpec("flow_euler", 10).plan(table).grid[-1] == 1.0  # SDE time
     with pytest.raises(ValueError, match="alpha'"):
         SamplerSpec("flow_euler", 10).plan(DiscreteSchedule(cosine_betas(1000)))
+
+
+class _ExactFlowModule(torch.nn.Module):
+    """The least a module needs for the evaluation's sampling loop: the exact 1-RF velocity of N(μ, s²I)."""
+
+    data_shape, sampler = (2,), SamplerSpec("flow_euler", 10)
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def denoiser(self, use_ema=True):
+        return flow_model(exact_u)
+
+    def weights_label(self, use_ema=True):
+        return "ema" if use_ema else "raw"
+
+
+def test_straightness_metric_is_the_closed_form_and_independent_of_the_batch_size():
+    from diffzoo.metrics.straightness import straightness_records
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        rec = straightness_records(_ExactFlowModule(), n=600, seed=3, batch_size=64, steps=200)[0]
+        again = straightness_records(_ExactFlowModule(), n=600, seed=3, batch_size=7, steps=200)[0]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert rec.name == "straightness600" and rec.metric == "straightness" and rec.nfe == 200
+    assert again.value == pytest.approx(rec.value, rel=1e-12)  # path i depends on (seed, i) only
+    # closed form (test above): S = E‖x₁‖² ∫₀¹ (1 − s − a'(t))² dt with E‖x₁‖² = 2 for 2-D standard noise
+    t = torch.linspace(0, 1, 200001, dtype=torch.float64)
+    a_dot = (-(1 - t) * S**2 + t) / torch.sqrt((1 - t) ** 2 * S**2 + t**2)
+    expected = 2.0 * float(torch.trapezoid((1 - S - a_dot) ** 2, t))
+    # 5 standard errors of the 600-path mean, plus the Euler path's O(1/steps) bias (3 % at 400 steps above)
+    assert abs(rec.value - expected) < 5 * rec.std + 0.03 * expected, (rec.value, rec.std, expected)

@@ -150,6 +150,7 @@ def draw_samples(
     sampler=None,
     guidance=None,
     y=None,
+    sampler_fn=None,
 ) -> Iterator[SampleBatch]:
     """Yield this process's batches of samples from ``module`` (a generative module: anything with
     ``denoiser(use_ema)``, ``sampler``, ``data_shape`` and ``device``).
@@ -159,13 +160,16 @@ def draw_samples(
     there, on any number of processes. ``sampler`` (a :class:`~diffzoo.samplers.SamplerSpec`)
     replaces the module's own; ``guidance`` wraps the denoiser; a class-conditional or guided model
     gets labels ``y`` per global index (:func:`diffzoo.guidance.labels.labels_for_indices`: ``None``
-    cycles through the classes). The training RNG state is left untouched.
+    cycles through the classes). ``sampler_fn``: a callable with the signature
+    :func:`~diffzoo.samplers.sample_indices` takes, used as is instead of ``sampler`` (e.g. one that
+    also measures the path, :func:`~diffzoo.metrics.straightness.straightness_records`). The
+    training RNG state is left untouched.
     """
     from ..guidance.labels import labels_for_indices, num_classes_of
     from ..samplers import SamplerSpec, sample_indices
     from ..utils.progress import track
 
-    spec = SamplerSpec.of(sampler) if sampler is not None else module.sampler
+    spec = sampler_fn or (SamplerSpec.of(sampler) if sampler is not None else module.sampler)
     denoiser = module.denoiser(use_ema)
     needs_labels = guidance is not None or "y" in denoiser.cond_keys
     num_classes = num_classes_of(getattr(module, "net", None), getattr(guidance, "classifier", None)) if needs_labels else None

@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["IMAGE_METRICS", "TOY_METRICS", "LIKELIHOOD_METRICS", "METRICS", "METRIC_PARTS", "INCEPTION_SPACE", "sample_count_tag", "metric_name", "MetricRecord", "check_metrics"]
+__all__ = ["IMAGE_METRICS", "TOY_METRICS", "LIKELIHOOD_METRICS", "TRAJECTORY_METRICS", "METRICS", "METRIC_PARTS", "INCEPTION_SPACE", "sample_count_tag", "metric_name", "MetricRecord", "check_metrics"]
 
 IMAGE_METRICS = ("fid", "kid", "is", "precision_recall")  # need a feature extractor
 TOY_METRICS = ("swd", "mmd", "loglik")  # 2-D data: sliced Wasserstein, MMD, exact log-likelihood
 LIKELIHOOD_METRICS = ("nll_ode", "nll_vlb")  # held-out images, bits/dim: probability-flow ODE | variational bound
-METRICS = IMAGE_METRICS + TOY_METRICS + LIKELIHOOD_METRICS
+TRAJECTORY_METRICS = ("straightness",)  # measured along the ODE paths, on images and points alike (Liu et al. 2022)
+METRICS = IMAGE_METRICS + TOY_METRICS + LIKELIHOOD_METRICS + TRAJECTORY_METRICS
 METRIC_PARTS = {"precision_recall": ("precision", "recall")}  # metrics that report several numbers, one name each
 INCEPTION_SPACE = "inception"  # the standard space: its names carry no space tag (fid50k)
 
@@ -65,7 +66,7 @@ class MetricRecord:
         name: the full name (``fid_digits2k``); ``value`` its value, ``std`` a spread if defined
             (KID / IS over subsets / splits).
         metric: ``fid`` | ``kid`` | ``is`` | ``precision_recall`` | ``swd`` | ``mmd`` | ``loglik`` |
-            ``nll_ode`` | ``nll_vlb`` (the metric selected; ``extra["part"]`` says which of its
+            ``nll_ode`` | ``nll_vlb`` | ``straightness`` (the metric selected; ``extra["part"]`` says which of its
             numbers a record holds); ``n``: generated samples (scored data examples for ``nll_*``).
         feature_space: ``inception``, a classifier's data set (``digits``), or ``None`` (toy data).
         extractor: identity of the feature extractor (weights file / hash); ``backend``: who computed it.

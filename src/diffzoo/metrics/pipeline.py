@@ -15,7 +15,9 @@ from .data import SPLITS, instantiate_datamodule, load_split
 from .distributed import SHARD_MODES, all_reduce_max, draw_samples, gather_by_index, rank_zero_first
 from .features import EXTRACTOR_KINDS, FeatureExtractor, make_extractor
 from .likelihood_eval import LikelihoodSetup, likelihood_records
-from .naming import IMAGE_METRICS, LIKELIHOOD_METRICS, METRIC_PARTS, METRICS, TOY_METRICS, MetricRecord, check_metrics, metric_name
+from .straightness import straightness_records
+from .naming import (IMAGE_METRICS, LIKELIHOOD_METRICS, METRIC_PARTS, METRICS, TOY_METRICS, TRAJECTORY_METRICS, MetricRecord, check_metrics,
+                     metric_name)
 from .precision_recall import precision_recall
 from .reference import ReferenceStats, reference_statistics
 from .toy import mean_log_likelihood, mmd_rbf, sliced_wasserstein
@@ -149,7 +151,7 @@ def prepare_evaluation(data_shape, data_cfg: Mapping[str, Any], setup: EvalSetup
     Every process must call it; rank 0 fills the caches first."""
     images_data = len(data_shape) == 3
     dm = datamodule if datamodule is not None else instantiate_datamodule(data_cfg)
-    allowed = IMAGE_METRICS + LIKELIHOOD_METRICS if images_data else TOY_METRICS
+    allowed = (IMAGE_METRICS + LIKELIHOOD_METRICS if images_data else TOY_METRICS) + TRAJECTORY_METRICS
     metrics = check_metrics(setup.metrics or default_metrics(images_data, dm), allowed, "image data" if images_data else "point data")
     inputs = EvalInputs(datamodule=dm, metrics=metrics)
     if images_data and set(IMAGE_METRICS) & set(metrics):
@@ -171,12 +173,14 @@ def run_evaluation(module, data_cfg: Mapping[str, Any], setup: EvalSetup, cache_
     if inputs is None:
         inputs = prepare_evaluation(module.data_shape, data_cfg, setup, cache_dir, module.device, datamodule)
     info = sampler_info(module, setup.sampler)
-    sample_metrics = tuple(m for m in inputs.metrics if m not in LIKELIHOOD_METRICS)
+    sample_metrics = tuple(m for m in inputs.metrics if m not in LIKELIHOOD_METRICS + TRAJECTORY_METRICS)
     records, nfe, preview, all_images = [], 0, torch.empty(0, *module.data_shape), None
     if sample_metrics:
         records, nfe, preview, all_images = _sample_records(module, setup, inputs, sample_metrics, info, step)
     common = dict(seed=setup.seed, use_ema=setup.use_ema, step=step, shard=setup.shard, progress=setup.progress)
     records += likelihood_records(module, inputs.metrics, inputs.datamodule, setup.likelihood, **common)
+    if "straightness" in inputs.metrics:
+        records += straightness_records(module, setup.n, batch_size=setup.batch_size, **common)
     return EvalResult(records=records, n=setup.n, nfe=nfe, preview=preview, images=all_images, info=info)
 
 

@@ -34,12 +34,12 @@ from ..metrics.data import SPLITS
 from ..metrics.distributed import SHARD_MODES
 from ..metrics.features import EXTRACTOR_KINDS
 from ..metrics.likelihood_eval import HUTCHINSON_KINDS, VLB_VARIANCES
-from ..metrics.naming import IMAGE_METRICS, LIKELIHOOD_METRICS, TOY_METRICS
+from ..metrics.naming import IMAGE_METRICS, LIKELIHOOD_METRICS, TOY_METRICS, TRAJECTORY_METRICS
 from ..samplers.ddim import DDIM_SKIPS
 from ..samplers.pc import CORRECTORS, PREDICTORS, STEP_NORMS
 
 _SAMPLE_METRICS = (*IMAGE_METRICS, *TOY_METRICS)
-_METRICS = (*_SAMPLE_METRICS, *LIKELIHOOD_METRICS)
+_METRICS = (*_SAMPLE_METRICS, *LIKELIHOOD_METRICS, *TRAJECTORY_METRICS)
 # diffzoo.edit's closed sets (an entry point, a layer above: tests/unit/test_validation_rules.py keeps them equal)
 EDIT_TASKS = ("inpaint", "colorize")
 EDIT_MASKS = ("center", "left_half", "random")
