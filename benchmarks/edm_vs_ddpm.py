@@ -113,6 +113,44 @@ def plot(curves: dict[str, list[dict]], path: Path) -> Path:
     return path
 
 
+def run_section(out: Path, train_steps: int = 2000, every: int = 250, n: int = 1000, seed: int = 0,
+                runs: Path | None = None, reuse: bool = False, timing_repeats: int = 5, timing_steps: int = 10) -> dict:
+    """Train both experiments with their FID history, time their steps side by side, write
+    ``out/edm_vs_ddpm.{md,json,png}``; return the JSON record (``seconds_per_step``, ``curves``, …).
+    The step times are medians of ``timing_repeats`` interleaved blocks of ``timing_steps`` steps."""
+    if train_steps < every or every < 1 or n < 2:
+        raise ValueError("need train_steps >= every >= 1 and n >= 2")
+    runs = runs or REPO / "runs" / "bench_edm_vs_ddpm"
+    per_step = step_times(timing_repeats, timing_steps, seed=seed)
+    curves = {}
+    for exp in EXPERIMENTS:
+        run_dir = runs / f"{exp}-{train_steps}-{every}-{n}-s{seed}"
+        if not reuse and (run_dir / "eval" / "history.jsonl").is_file():
+            (run_dir / "eval" / "history.jsonl").unlink()
+        t0 = time.perf_counter()
+        curves[exp] = train_with_history(exp, train_steps, every, n, seed, run_dir)
+        print(f"{exp}: {len(curves[exp])} evaluations in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = sorted({r["step"] for rows in curves.values() for r in rows})
+    by = {exp: {r["step"]: r for r in rows} for exp, rows in curves.items()}
+    lines = [f"EDM vs DDPM ε on digits: FID_digits{n} with {EVAL_SAMPLER['name']} at {EVAL_SAMPLER['steps']} NFE on both; "
+             f"seconds per training step measured side by side: "
+             + ", ".join(f"{e} {per_step[e] * 1e3:.1f} ms" for e in EXPERIMENTS)
+             + f" (ratio EDM / DDPM {per_step['edm_digits'] / per_step['ddpm_digits']:.2f}).", "",
+             "| step | " + " | ".join(EXPERIMENTS) + " |", "|---|" + "---|" * len(EXPERIMENTS)]
+    for s in steps:
+        cells = [f"{by[e][s]['value']:.3g}" if s in by[e] else "–" for e in EXPERIMENTS]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    record = {"seconds_per_step": per_step, "curves": curves, "sampler": EVAL_SAMPLER, "train_steps": train_steps,
+              "n": n, "seed": seed}
+    (out / "edm_vs_ddpm.md").write_text("\n".join(lines) + "\n")
+    (out / "edm_vs_ddpm.json").write_text(json.dumps(record, indent=2))
+    png = plot(curves, out / "edm_vs_ddpm.png")
+    print("\n".join(lines))
+    print(f"\nwritten: {out / 'edm_vs_ddpm.md'}, {out / 'edm_vs_ddpm.json'}, {png}")
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-steps", type=int, default=2000)
@@ -125,34 +163,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.train_steps < args.every or args.every < 1 or args.n < 2:
         parser.error("need --train-steps >= --every >= 1 and --n >= 2")
-
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    per_step = step_times(seed=args.seed)
-    curves = {}
-    for exp in EXPERIMENTS:
-        run_dir = args.runs / f"{exp}-{args.train_steps}-{args.every}-{args.n}-s{args.seed}"
-        if not args.reuse and (run_dir / "eval" / "history.jsonl").is_file():
-            (run_dir / "eval" / "history.jsonl").unlink()
-        t0 = time.perf_counter()
-        curves[exp] = train_with_history(exp, args.train_steps, args.every, args.n, args.seed, run_dir)
-        print(f"{exp}: {len(curves[exp])} evaluations in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    steps = sorted({r["step"] for rows in curves.values() for r in rows})
-    by = {exp: {r["step"]: r for r in rows} for exp, rows in curves.items()}
-    lines = [f"EDM vs DDPM ε on digits: FID_digits{args.n} with {EVAL_SAMPLER['name']} at {EVAL_SAMPLER['steps']} NFE on both; "
-             f"seconds per training step measured side by side: "
-             + ", ".join(f"{e} {per_step[e] * 1e3:.1f} ms" for e in EXPERIMENTS)
-             + f" (ratio EDM / DDPM {per_step['edm_digits'] / per_step['ddpm_digits']:.2f}).", "",
-             "| step | " + " | ".join(EXPERIMENTS) + " |", "|---|" + "---|" * len(EXPERIMENTS)]
-    for s in steps:
-        cells = [f"{by[e][s]['value']:.3g}" if s in by[e] else "–" for e in EXPERIMENTS]
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    (args.out / "edm_vs_ddpm.md").write_text("\n".join(lines) + "\n")
-    (args.out / "edm_vs_ddpm.json").write_text(json.dumps({"seconds_per_step": per_step, "curves": curves, "sampler": EVAL_SAMPLER,
-                                                         "train_steps": args.train_steps, "n": args.n, "seed": args.seed}, indent=2))
-    png = plot(curves, args.out / "edm_vs_ddpm.png")
-    print("\n".join(lines))
-    print(f"\nwritten: {args.out / 'edm_vs_ddpm.md'}, {args.out / 'edm_vs_ddpm.json'}, {png}")
+    run_section(args.out, args.train_steps, args.every, args.n, args.seed, args.runs, args.reuse)
 
 
 if __name__ == "__main__":

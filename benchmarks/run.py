@@ -8,7 +8,9 @@ Every figure is measured in this process, interleaved with its baseline (median 
 printed as a ratio; the tables go to ``<out>/cpu.json`` and the quality plot to
 ``<out>/quality_per_nfe.png``; the few-step solvers against diffusers (``solvers``, ~20 minutes on 2 cores:
 skip it with ``--only train,sampling,overhead,memory,quality``) to ``<out>/solvers_quality.{md,json}`` and
-``<out>/solvers_quality_per_nfe.png``. Nothing here fails on speed. GPU figures: ``benchmarks/gpu.py``.
+``<out>/solvers_quality_per_nfe.png``; EDM against DDPM ε training on digits at equal compute (``edm``, ~20 minutes:
+FID every 250 of 2000 steps for each, see ``benchmarks/edm_vs_ddpm.py``) to ``<out>/edm_vs_ddpm.{md,json,png}``.
+Nothing here fails on speed. GPU figures: ``benchmarks/gpu.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-SECTIONS = ("train", "sampling", "overhead", "memory", "quality", "solvers")
+SECTIONS = ("train", "sampling", "overhead", "memory", "quality", "solvers", "edm")
 
 # (section, size) → settings. "full" is what `make bench` runs; "smoke" only checks the wiring.
 SETTINGS = {
@@ -30,6 +32,7 @@ SETTINGS = {
         "memory": dict(name="cifar10", batch=4, repeats=3),
         "quality": dict(n=4000),
         "solvers": dict(n=20000),
+        "edm": dict(train_steps=2000, every=250, n=1000),
     },
     "smoke": {
         "train": [dict(name="digits", batch=4, steps=1, repeats=1, fast_paths=False)],
@@ -38,6 +41,7 @@ SETTINGS = {
         "memory": dict(name="digits", batch=2, repeats=1),
         "quality": dict(n=256, nfes=(5,), with_ode=False),
         "solvers": dict(n=256, nfes=(5,), grids=("logsnr",), overhead=dict(batch=2, steps=5, repeats=1)),
+        "edm": dict(train_steps=2, every=2, n=16, timing_repeats=1, timing_steps=1),
     },
 }
 
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> dict:
         print("· few-step solvers: quality per NFE vs diffusers, per-step overhead …", flush=True)
         solvers = run_section(out, **settings["solvers"])
         extra["solvers"] = solvers.as_dict()
+
+    if "edm" in wanted:
+        from .edm_vs_ddpm import run_section as edm_section
+
+        print("· EDM vs DDPM training on digits: FID per training step at equal compute …", flush=True)
+        runs = out / "edm_runs" if args.smoke else None
+        extra["edm_vs_ddpm"] = edm_section(out, **settings["edm"], runs=runs)
 
     print()
     print_sections(sections)

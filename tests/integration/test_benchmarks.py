@@ -28,3 +28,7 @@ def test_bench_smoke_writes_every_section(tmp_path):
     assert {"DDPM σ²=β", "DDIM η=0", "PC Euler–Maruyama", "annealed Langevin"} <= set(quality)
     assert (tmp_path / "quality_per_nfe.png").stat().st_size > 0
     assert "ratio vs bare PyTorch loop" in proc.stdout
+    edm = data["edm_vs_ddpm"]
+    assert set(edm["curves"]) == {"ddpm_digits", "edm_digits"} and all(edm["seconds_per_step"].values())
+    assert all(rows and rows[-1]["step"] == 2 for rows in edm["curves"].values())
+    assert (tmp_path / "edm_vs_ddpm.png").stat().st_size > 0
