@@ -52,11 +52,13 @@ def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
 
 
 class UnCLIPImages(NamedTuple):
-    """``images [N, C, H, W]`` in ``[-1, 1]``, ``labels`` (N strings), ``z_i [N, e]`` decoded."""
+    """``images [N, C, H, W]`` in ``[-1, 1]``, ``labels`` (N strings), ``z_i [N, e]`` decoded, and the
+    network evaluations per sample of each stage that ran (``{"prior": k, "decoder": k}``)."""
 
     images: torch.Tensor
     labels: list[str]
     z_i: torch.Tensor
+    nfe: dict | None = None
 
 
 def save_labelled_grid(out: UnCLIPImages, path, ncol: int | None = None) -> Path:
@@ -75,15 +77,20 @@ class UnCLIP:
             §5.5 guides only the decoder.
         prior_guidance: likewise for the prior (None: unguided, as §5.5).
         sampler, steps: the decoder's sampler / NFE budget (default its own).
+        prior_sampler: the prior's sampler (default its own).
+        num_candidates: prior samples drawn per caption, the best kept (None: the prior's own, 2 in §2.2).
+        use_ema: sample with the stages' EMA weights (else the raw ones).
     """
 
-    def __init__(self, decoder, prior=None, decoder_guidance=None, prior_guidance=None, sampler=None, steps: int | None = None):
+    def __init__(self, decoder, prior=None, decoder_guidance=None, prior_guidance=None, sampler=None, steps: int | None = None,
+                 prior_sampler=None, num_candidates: int | None = None, use_ema: bool = True):
         if prior is not None and prior.clip.embed_dim != decoder.clip.embed_dim:
             raise ConfigError("the prior and the decoder were trained on CLIPs of different widths")
         self.prior, self.decoder = prior, decoder
         self.clip = decoder.clip
         self.decoder_guidance, self.prior_guidance = decoder_guidance, prior_guidance
         self.sampler, self.steps = sampler, steps
+        self.prior_sampler, self.num_candidates, self.use_ema = prior_sampler, num_candidates, use_ema
 
     @classmethod
     def load(cls, prior_ckpt: str | None, decoder_ckpt: str, **kwargs) -> "UnCLIP":
@@ -92,8 +99,19 @@ class UnCLIP:
         return cls(load_module(decoder_ckpt), prior, **kwargs)
 
     def _decode(self, z: torch.Tensor, captions, indices, seed: int) -> torch.Tensor:
-        return self.decoder.decode(z, captions, indices, seed, sampler=self.sampler, steps=self.steps,
-                                   guidance=self.decoder_guidance).x
+        return self.decode(z, captions, indices, seed).images
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, captions: Sequence[str] | str | None = None, indices: Sequence[int] | None = None,
+               seed: int = 0) -> UnCLIPImages:
+        """The decoder alone: image embeddings ``z [B, e]`` (with ``B`` captions, one for all, or none = "")
+        → images ``[B, C, H, W]``; image ``b`` is sample ``indices[b]`` (default ``b``) of the one sampling
+        loop, so it depends on ``(seed, indices[b])`` only. Labels are the captions."""
+        B = z.shape[0]
+        batch = self.decoder.decode(z, captions, indices, seed, sampler=self.sampler, steps=self.steps,
+                                    guidance=self.decoder_guidance, use_ema=self.use_ema)
+        labels = [captions or ""] * B if captions is None or isinstance(captions, str) else list(captions)
+        return UnCLIPImages(batch.x, labels, z, {"decoder": batch.nfe})
 
     @torch.no_grad()
     def image_embeddings(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,13 +119,19 @@ class UnCLIP:
         return self.clip.encode_image(x.to(self.decoder.device))
 
     @torch.no_grad()
-    def text_to_image(self, captions: Sequence[str], seed: int = 0, num_candidates: int | None = None) -> UnCLIPImages:
-        """Caption ``b`` → prior sample (best of ``num_candidates``) → decoder, with the caption (§2)."""
+    def text_to_image(self, captions: Sequence[str], seed: int = 0, num_candidates: int | None = None,
+                      indices: Sequence[int] | None = None) -> UnCLIPImages:
+        """Caption ``b`` → prior sample (best of ``num_candidates``, default the object's, else the prior's)
+        → decoder, with the caption (§2) → ``B`` images ``[B, C, H, W]``. ``indices``: the captions' global
+        sample indices (``B`` ints; then image ``b`` depends on ``(seed, indices[b])`` only, whatever the
+        batch; default ``0 … B−1`` with the prior's batch-order draws)."""
         if self.prior is None:
             raise ConfigError("text_to_image needs the prior: UnCLIP.load(prior_ckpt=…, …)")
         captions = list(captions)
-        z = self.prior.sample_embeddings(captions, num_candidates, guidance=self.prior_guidance, seed=seed).z_i
-        return UnCLIPImages(self._decode(z, captions, range(len(captions)), seed), captions, z)
+        prior = self.prior.sample_embeddings(captions, num_candidates or self.num_candidates, sampler=self.prior_sampler,
+                                             guidance=self.prior_guidance, seed=seed, use_ema=self.use_ema, indices=indices)
+        out = self.decode(prior.z_i, captions, range(len(captions)) if indices is None else indices, seed)
+        return out._replace(nfe={"prior": prior.nfe, **out.nfe})
 
     @torch.no_grad()
     def decode_text_embedding(self, captions: Sequence[str], seed: int = 0) -> UnCLIPImages:

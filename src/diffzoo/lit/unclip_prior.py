@@ -160,18 +160,28 @@ class UnCLIPPriorModule(DiffusionModule):
 
     @torch.no_grad()
     def sample_embeddings(self, captions: Sequence[str], num_candidates: int | None = None, sampler: SamplerSpec | None = None,
-                          steps: int | None = None, guidance=None, seed: int = 0, use_ema: bool = True) -> PriorSample:
+                          steps: int | None = None, guidance=None, seed: int = 0, use_ema: bool = True,
+                          indices: Sequence[int] | None = None) -> PriorSample:
         """Image embeddings for ``B`` captions: ``num_candidates`` (default the module's) draws each,
         the best kept by ⟨z_i, z_t⟩ (§2.2). Candidate ``c`` of caption ``b`` is sample index
-        ``c·B + b`` of the one sampling loop (seed ``seed``); ``guidance`` wraps the prior (§5.5
-        guides only the decoder)."""
+        ``c·B + b`` of the one sampling loop (seed ``seed``), or ``indices[b]·k + c`` when the captions'
+        global sample ``indices`` (``B`` ints) are given — then caption ``b``'s draws do not depend on
+        the rest of the batch (``diffzoo-sample pipeline=unclip`` in batches); ``guidance`` wraps the
+        prior (§5.5 guides only the decoder)."""
         captions = list(captions)
         k = int(num_candidates or self.num_candidates)
         spec = SamplerSpec.of(sampler) if sampler is not None else self.sampler
         if steps is not None:
             spec = spec.with_steps(steps)
         B = len(captions)
-        batch = sample_indices(self.denoiser(use_ema), spec, range(k * B), seed, (self.net.embed_dim,), device=self.device,
+        if indices is None:
+            draws = list(range(k * B))
+        else:
+            indices = [int(i) for i in indices]
+            if len(indices) != B:
+                raise ValueError(f"sample_embeddings: {B} captions but {len(indices)} indices")
+            draws = [i * k + c for c in range(k) for i in indices]  # row c·B + b: candidate c of caption b
+        batch = sample_indices(self.denoiser(use_ema), spec, draws, seed, (self.net.embed_dim,), device=self.device,
                                guidance=guidance, cond={"text": captions * k})
         candidates = self.scaling.decode(batch.x).view(k, B, -1)
         z_t = self.clip.encode_text(captions).embedding
