@@ -8,6 +8,9 @@
     diffzoo-sample ckpt_path=SDE_VP.ckpt guidance=classifier guidance.classifier_ckpt=SDE_CLS.ckpt y=3   # Score SDE eq. 14
     diffzoo-sample ckpt_path=TEXT.ckpt prompt="a bold digit seven" guidance=cfg guidance.scale=2   # a text model
     diffzoo-sample ckpt_path=TEXT.ckpt 'prompts=["a bold digit seven","a thin digit one"]' n=16  # one row per prompt
+    diffzoo-sample pipeline=cdm_fashion_mnist pipeline.stages.base8.ckpt_path=B.ckpt ...        # a cascade (docs/cascades.md)
+    diffzoo-sample pipeline=unclip pipeline.prior.ckpt_path=P.ckpt pipeline.decoder.ckpt_path=D.ckpt prompt="a bold digit seven"
+    diffzoo-sample pipeline=unclip pipeline.decoder.ckpt_path=D.ckpt variations=digits/ n=32  # unCLIP (docs/unclip.md)
 
 A class-conditional model or a guided sampler gets the labels ``y`` (null: one row per class in the
 grid, sample i of class i mod K; an int or a list: those classes); ``samples.npz`` holds them too.
@@ -37,7 +40,7 @@ __all__ = ["sample", "main"]
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt_path``; return paths, the sampler and the NFE used."""
-    if cfg.get("pipeline") is not None:  # a cascade of checkpoints (conf/pipeline/): diffzoo.pipelines
+    if cfg.get("pipeline") is not None:  # several checkpoints (conf/pipeline/): a cascade or unCLIP, diffzoo.pipelines
         from .pipelines.run import sample_pipeline
 
         return sample_pipeline(cfg)
@@ -51,6 +54,9 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
     check_retired_keys(cfg)
     validate_entry("sample", cfg)  # types and ranges of every key, before the checkpoint is read
+    if cfg.get("variations") is not None:
+        raise ConfigError(f"variations={cfg.variations} makes unCLIP's image variations: use pipeline=unclip with its "
+                          "prior and decoder checkpoints, not ckpt_path")
     if int(cfg.n) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"n and batch_size must be >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
     module, spec = load_for_sampling(cfg.ckpt_path, cfg.get("sampler"), device_of(cfg.device))

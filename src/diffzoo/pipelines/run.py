@@ -1,5 +1,8 @@
-"""What ``diffzoo-sample pipeline=<name>`` and ``diffzoo-eval pipeline=<name>`` do: load the stages a
-pipeline config names (``conf/pipeline/*.yaml``: each stage's checkpoint, sampler settings, guidance and
+"""What ``diffzoo-sample pipeline=<name>`` and ``diffzoo-eval pipeline=<name>`` do. A pipeline config's
+``kind`` picks the runner (:data:`PIPELINE_KINDS`): ``cascade`` (the default) or ``unclip``
+(:mod:`diffzoo.pipelines.unclip`: prior → decoder, text → image and image variations).
+
+A cascade: load the stages a pipeline config names (``conf/pipeline/*.yaml``: each stage's checkpoint, sampler settings, guidance and
 augmentation), draw the cascade through :func:`~diffzoo.pipelines.cascade.run_cascade`, save every
 stage's output, and evaluate every stage at its own resolution: FID in the feature space of a classifier
 trained on that stage's data (:mod:`diffzoo.metrics.features`), and the Classification Accuracy Score
@@ -18,8 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..runtime import device_of, guidance_from_config, load_for_sampling, run_dir_of
 from .cascade import Stage, check_stages, run_cascade
+from .unclip import evaluate_unclip, sample_unclip
 
-__all__ = ["load_stages", "draw_pipeline", "sample_pipeline", "evaluate_pipeline", "EVAL_METRICS"]
+__all__ = ["load_stages", "draw_pipeline", "sample_pipeline", "evaluate_pipeline", "sample_cascade", "evaluate_cascade",
+           "pipeline_kind", "PIPELINE_KINDS", "EVAL_METRICS"]
 
 EVAL_METRICS = ("fid", "cas")
 
@@ -99,11 +104,14 @@ def _out_dir(cfg: DictConfig, stages: list[Stage], kind: str) -> Path:
     return run_dir_of(stages[-1].info["ckpt_path"]) / kind / f"pipeline_{name}_n{cfg.n}_seed{cfg.seed}"
 
 
-def sample_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    """``diffzoo-sample pipeline=<name>``: draw ``cfg.n`` cascade samples, write per stage ``<out>/<stage>/grid.png``
+def sample_cascade(cfg: DictConfig) -> dict[str, Any]:
+    """``diffzoo-sample pipeline=<cascade>``: draw ``cfg.n`` cascade samples, write per stage ``<out>/<stage>/grid.png``
     and ``samples.npz`` (uint8 images, labels, a text stage's captions), return a summary."""
     from ..utils.images import save_samples_figure, to_uint8
 
+    if cfg.get("variations") is not None:
+        raise ConfigError(f"variations={cfg.variations} makes unCLIP's image variations: use pipeline=unclip (a cascade "
+                          "takes no source images)")
     if int(cfg.n) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"n and batch_size must be >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
     stages = load_stages(cfg.pipeline, device_of(cfg.get("device", "auto")), bool(cfg.use_ema))
@@ -127,8 +135,8 @@ def sample_pipeline(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def evaluate_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    """``diffzoo-eval pipeline=<name>``: draw ``cfg.n`` cascade samples and score every stage that outputs
+def evaluate_cascade(cfg: DictConfig) -> dict[str, Any]:
+    """``diffzoo-eval pipeline=<cascade>``: draw ``cfg.n`` cascade samples and score every stage that outputs
     images at its own resolution (``pipeline.eval.metrics``: ``fid`` and / or ``cas``); write ``metrics.json``."""
     from ..utils.io import write_json_atomic
     from .stage_metrics import stage_metrics
@@ -161,3 +169,27 @@ def evaluate_pipeline(cfg: DictConfig) -> dict[str, Any]:
         print(name, {k: v for k, v in row.items() if k.startswith(("fid", "cas", "real"))})
     print(f"metrics: {out / 'metrics.json'}")
     return result
+
+
+# pipeline kind (``pipeline.kind``) → (its diffzoo-sample runner, its diffzoo-eval runner), each taking the composed config
+PIPELINE_KINDS = {"cascade": (sample_cascade, evaluate_cascade), "unclip": (sample_unclip, evaluate_unclip)}
+
+
+def pipeline_kind(cfg: DictConfig) -> str:
+    """``cfg.pipeline.kind`` (absent: ``cascade``), checked against :data:`PIPELINE_KINDS`."""
+    kind = cfg.pipeline.get("kind", "cascade")
+    if kind not in PIPELINE_KINDS:
+        raise ConfigError(f"pipeline.kind={kind!r} is not one of {list(PIPELINE_KINDS)}")
+    return kind
+
+
+def sample_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """``diffzoo-sample pipeline=<name>``: the sampling runner of the pipeline's kind (a cascade:
+    :func:`sample_cascade`; unCLIP: :func:`~diffzoo.pipelines.unclip.sample_unclip`); returns its summary."""
+    return PIPELINE_KINDS[pipeline_kind(cfg)][0](cfg)
+
+
+def evaluate_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """``diffzoo-eval pipeline=<name>``: the evaluation runner of the pipeline's kind (a cascade:
+    :func:`evaluate_cascade`); returns what ``metrics.json`` holds."""
+    return PIPELINE_KINDS[pipeline_kind(cfg)][1](cfg)

@@ -91,7 +91,7 @@ FEATURES = {
     "reference.split": Choice(values=SPLITS), "reference.n": Int(lo=1, null=True),
     "classifier.epochs": Int(lo=1, null=True),
 }
-PIPELINE = {"pipeline": Checked(by="diffzoo.pipelines (pipeline=<cascade>)"), "pipeline.*": Checked(by="diffzoo.pipelines")}
+PIPELINE = {"pipeline": Checked(by="diffzoo.pipelines (pipeline=<cascade> | unclip)"), "pipeline.*": Checked(by="diffzoo.pipelines")}
 KID = {"kid.subsets": POSITIVE, "kid.subset_size": POSITIVE}
 COMMON = {"ckpt_path": CKPT, "seed": SEED, "batch_size": POSITIVE, "use_ema": Bool(), "progress": Bool(), **PATHS}
 TABLES = {**COMMON, **FEATURES, **KID, "n": Int(lo=2), "metrics": ListOf(item=Choice(values=_SAMPLE_METRICS), distinct=True),
@@ -103,6 +103,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "respace": Checked(by="the retired-key check (use sampler.steps)"),
         "prompt": Text(null=True, empty=True, words="one caption (a string; '' is the empty caption)"),
         "prompts": ListOf(item=Text(empty=True, words="a caption"), null=True), **PIPELINE,
+        "variations": Text(null=True, words="a .png / .npy image or a folder of them (pipeline=unclip)"),
     },
     "eval": {
         **COMMON, **SAMPLER_OVERRIDE, **FEATURES, **KID, "n": Int(lo=2), "out": OUT,

@@ -1,0 +1,186 @@
+"""``diffzoo-sample pipeline=unclip``: text → image (prompt, prompts) and image variations from PNG / NPY files
+through the command line's config, over tiny random-weight prior and decoder checkpoints that share one CLIP.
+Grids have one labelled row per prompt or source, samples.npz holds what was drawn, sample i depends on
+(seed, i) only, and bad input is one line naming the key."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffzoo.config import compose_config, register_resolvers
+from diffzoo.errors import ConfigError
+from diffzoo.evaluate import evaluate
+from diffzoo.lit import build_module
+from diffzoo.sample import sample
+
+SMALL_DECODER = ["net.unet.base_channels=8", "net.unet.channel_mult=[1,2]", "net.unet.attention_resolutions=[]",
+                 "net.unet.num_groups=4", "text_encoder.width=16", "text_encoder.layers=1"]
+SMALL_PRIOR = ["net.width=16", "net.layers=1", "net.heads=2", "net.text_dim=16"]
+SMALL_CLIP = ["model.clip.image_tower.widths=[8,8,8]", "model.clip.text_encoder.width=16", "model.clip.text_encoder.layers=1"]
+
+
+def _save(module, path):
+    torch.save({"state_dict": module.state_dict(), "diffzoo": {"config": module.run_config, "data_shape": [1, 8, 8]}}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Tiny prior and decoder checkpoints (random weights) of the unCLIP experiments, on one CLIP; and a
+    plain DDPM checkpoint (a wrong stage)."""
+    register_resolvers()
+    root = tmp_path_factory.mktemp("unclip")
+    dec = build_module(compose_config("train", ["experiment=unclip_decoder_captioned_digits", *SMALL_DECODER, *SMALL_CLIP]), (1, 8, 8))
+    prior = build_module(compose_config("train", ["experiment=unclip_prior_captioned_digits", *SMALL_PRIOR, *SMALL_CLIP]), (1, 8, 8))
+    prior.clip.load_state_dict(dec.clip.state_dict())  # one CLIP for both stages, as trained from one clip_ckpt
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # random weights everywhere (zero-initialised output layers too), so inputs change outputs
+        for m in (dec, prior):
+            for p in m.ema.shadow.parameters():
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    other = build_module(compose_config("train", ["experiment=unclip_prior_captioned_digits", *SMALL_PRIOR, *SMALL_CLIP]), (1, 8, 8))
+    with torch.no_grad():
+        for p in other.clip.parameters():
+            p.add_(1.0)
+    plain = build_module(compose_config("train", ["experiment=ddpm_digits", "net.base_channels=8", "net.channel_mult=[1,2]",
+                                                  "net.attention_resolutions=[]", "net.num_groups=4"]), (1, 8, 8))
+    return {"prior": _save(prior, root / "prior.ckpt"), "decoder": _save(dec, root / "decoder.ckpt"),
+            "other_clip_prior": _save(other, root / "other.ckpt"), "plain": _save(plain, root / "plain.ckpt")}
+
+
+def _cfg(ckpts, *overrides, prior=True):
+    base = ["pipeline=unclip", f"pipeline.decoder.ckpt_path={ckpts['decoder']}", "pipeline.prior.sampler.steps=3",
+            "pipeline.decoder.sampler.steps=3", "device=cpu", "n=4"]
+    if prior:
+        base.append(f"pipeline.prior.ckpt_path={ckpts['prior']}")
+    return compose_config("sample", [*base, *overrides])
+
+
+def _grid_rows(path) -> float:
+    """The rows of a labelled grid PNG, from its height (``save_prompt_rows``: 1.25 in per row plus 0.3 in of
+    title, at 100 dpi)."""
+    with Image.open(path) as im:
+        return (im.size[1] / 100 - 0.3) / 1.25
+
+
+def test_prompts_give_one_labelled_row_each_and_samples_follow_seed_and_index(ckpts, tmp_path, capsys):
+    prompts = ["a bold digit seven", "a thin digit one"]
+    quoted = "prompts=[" + ",".join(f"'{p}'" for p in prompts) + "]"
+    out = sample(_cfg(ckpts, quoted, "n=4", "batch_size=3", f"out={tmp_path / 'a'}"))
+    printed = capsys.readouterr().out
+    assert "grid: " + str(tmp_path / "a" / "grid.png") in printed and "nfe: {'prior': 3, 'decoder': 3}" in printed
+    data = np.load(out["npz"])
+    assert data["images"].shape == (4, 8, 8, 1) and data["images"].dtype == np.uint8
+    assert list(data["text"]) == [prompts[i % 2] for i in range(4)] and data["z_i"].shape == (4, 64)
+    assert out["prompts"] == prompts and out["prior"]["best_of"] == 2 and out["decoder"]["guidance"] == "cfg scale 2"
+    # sample i depends on (seed, i) only: another batch size gives the same images
+    again = np.load(sample(_cfg(ckpts, quoted, "n=4", "batch_size=4", f"out={tmp_path / 'b'}"))["npz"])
+    np.testing.assert_array_equal(again["images"], data["images"])
+    np.testing.assert_allclose(again["z_i"], data["z_i"], rtol=0, atol=1e-7)
+    assert _grid_rows(out["grid"]) == pytest.approx(2)  # one row per prompt
+    one = sample(_cfg(ckpts, "prompt='a bold digit seven'", "n=2", f"out={tmp_path / 'c'}"))
+    single = np.load(one["npz"])
+    assert list(single["text"]) == ["a bold digit seven"] * 2 and _grid_rows(one["grid"]) == pytest.approx(1)
+    # sample 0 has the same caption in both runs: the same embedding; sample 1's caption differs, and so does it
+    np.testing.assert_allclose(single["z_i"][0], data["z_i"][0], rtol=0, atol=1e-7)
+    assert np.abs(single["z_i"][1] - data["z_i"][1]).max() > 1e-6  # (embeddings ~1e-2: unit CLIP vectors / 17.2)
+
+
+def test_variations_of_png_and_npy_sources(ckpts, tmp_path):
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(folder / "a.png")
+    np.save(folder / "b.npy", rng.integers(0, 256, (2, 8, 8, 1), dtype=np.uint8))  # a stack of two [H, W, C]
+    (folder / "notes.txt").write_text("not an image: skipped\n")
+    out = sample(_cfg(ckpts, f"variations={folder}", "n=6", "batch_size=4", f"out={tmp_path / 'v'}", prior=False))
+    data = np.load(out["npz"])
+    assert out["sources"] == ["a.png", "b.npy[0]", "b.npy[1]"] and "prior" not in out
+    assert list(data["source"]) == [0, 1, 2, 0, 1, 2] and data["source_images"].shape == (3, 8, 8, 1)
+    # a variation decodes its source's CLIP embedding
+    np.testing.assert_allclose(data["z_i"][3], data["z_i"][0], atol=1e-6)
+    assert not np.allclose(data["z_i"][0], data["z_i"][1])
+    assert not np.array_equal(data["images"][0], data["images"][3])  # different noise, different variation
+    single = sample(_cfg(ckpts, f"variations={folder / 'a.png'}", "n=3", f"out={tmp_path / 'w'}", prior=False))
+    np.testing.assert_array_equal(np.load(single["npz"])["images"][0], data["images"][0])  # (seed, 0), source a.png
+    assert _grid_rows(out["grid"]) == pytest.approx(3) and _grid_rows(single["grid"]) == pytest.approx(1)  # a row per source
+
+
+def test_bad_input_is_one_line_naming_the_key(ckpts, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here\n")
+    cases = [
+        (_cfg(ckpts, "prompt=x", prior=False), "pipeline.prior.ckpt_path must be set"),
+        (compose_config("sample", ["pipeline=unclip", "prompt=x"]), "pipeline.decoder.ckpt_path must be set"),
+        (_cfg(ckpts, f"pipeline.decoder.ckpt_path={tmp_path / 'no.ckpt'}"), "pipeline.decoder.ckpt_path=.*no such file"),
+        (_cfg(ckpts, f"pipeline.prior.ckpt_path={ckpts['plain']}"), "pipeline.prior.ckpt_path=.*holds a DiffusionModule"),
+        (_cfg(ckpts, f"pipeline.prior.ckpt_path={ckpts['other_clip_prior']}"), "different CLIPs"),
+        (_cfg(ckpts, "+pipeline.prior.steps=3"), "pipeline.prior.steps is not a prior setting"),
+        (_cfg(ckpts, "pipeline.prior.best_of=0"), "pipeline.prior.best_of=0 must be a positive integer"),
+        (_cfg(ckpts, "prompt=x", "variations=a.png"), "prompt and variations are two different uses"),
+        (_cfg(ckpts, "prompt=x", "prompts=[y]"), "not both"),
+        (_cfg(ckpts, "prompts=[]"), "prompts=.*non-empty list"),
+        (_cfg(ckpts, "y=3"), "y=3 .*not class labels"),
+        (_cfg(ckpts, f"variations={tmp_path / 'nothing.png'}", prior=False), "variations=.*no such file or folder"),
+        (_cfg(ckpts, f"variations={empty}", prior=False), "variations=.*no .png or .npy files"),
+        (compose_config("sample", [f"ckpt_path={ckpts['plain']}", "variations=a.png"]), "variations=a.png .*pipeline=unclip"),
+        (compose_config("sample", ["pipeline=cdm_image_folder", "variations=a.png"]), "variations=a.png .*pipeline=unclip"),
+        (_cfg(ckpts, "pipeline.kind=tree"), r"pipeline.kind='tree' is not one of \['cascade', 'unclip'\]"),
+    ]
+    Image.fromarray(np.zeros((28, 28), np.uint8), mode="L").save(tmp_path / "big.png")
+    np.save(tmp_path / "rgb.npy", np.zeros((8, 8, 3), np.float32))
+    np.save(tmp_path / "wide.npy", np.full((8, 8), 3.0, np.float32))
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8")
+    cases += [
+        (_cfg(ckpts, f"variations={tmp_path / 'big.png'}", prior=False), "variations=.*big.png: a 28×28 image, .* 8×8"),
+        (_cfg(ckpts, f"variations={tmp_path / 'rgb.npy'}", prior=False), r"variations=.*rgb.npy: an array of shape \[8, 8, 3\]"),
+        (_cfg(ckpts, f"variations={tmp_path / 'wide.npy'}", prior=False), r"variations=.*wide.npy: float values must lie in \[-1, 1\]"),
+        (_cfg(ckpts, f"variations={tmp_path / 'x.jpg'}", prior=False), "variations=.*x.jpg: not a .png or .npy file"),
+        (_cfg(ckpts, f"variations={tmp_path / 'big.png'}", "n=0", prior=False), "n and batch_size must be >= 1"),
+    ]
+    np.save(tmp_path / "three.npy", np.zeros((3, 8, 8), np.uint8))
+    cases.append((_cfg(ckpts, f"variations={tmp_path / 'three.npy'}", "n=2", prior=False), "n=2 is below the 3 images"))
+    for cfg, match in cases:
+        with pytest.raises(ConfigError, match=match) as err:
+            sample(cfg)
+        assert "\n" not in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match="diffzoo-eval pipeline=unclip is not available"):
+        evaluate(compose_config("eval", ["pipeline=unclip"]))
+
+
+def test_the_real_main_with_argv(ckpts, tmp_path, capsys, monkeypatch):
+    """Through ``diffzoo-sample``'s ``main``: Hydra's command-line parsing of prompts, and a bad input as one
+    ``error:`` line with exit status 2 and no traceback."""
+    from diffzoo.sample import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["diffzoo-sample", "pipeline=unclip", f"pipeline.prior.ckpt_path={ckpts['prior']}", "pipeline.prior.sampler.steps=2",
+            f"pipeline.decoder.ckpt_path={ckpts['decoder']}", "pipeline.decoder.sampler.steps=2", "device=cpu", "n=2"]
+    monkeypatch.setattr(sys, "argv", [*args, "prompts=[a bold digit seven,a thin digit one]", f"out={tmp_path / 'o'}"])
+    main()
+    assert list(np.load(tmp_path / "o" / "samples.npz")["text"]) == ["a bold digit seven", "a thin digit one"]
+    assert "grid: " + str(tmp_path / "o" / "grid.png") in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["diffzoo-sample", "pipeline=unclip", "prompt=a bold digit seven"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: pipeline.decoder.ckpt_path must be set")
+
+
+def test_every_pipeline_config_names_a_known_kind():
+    """``pipeline.kind`` picks the runner: every shipped pipeline config names one that exists."""
+    from diffzoo.config import CONFIG_DIR
+    from diffzoo.pipelines.run import PIPELINE_KINDS
+
+    names = sorted(p.stem for p in (Path(CONFIG_DIR) / "pipeline").glob("*.yaml"))
+    assert "unclip" in names
+    kinds = {name: compose_config("sample", [f"pipeline={name}"]).pipeline.get("kind") for name in names}
+    assert all(kind in PIPELINE_KINDS for kind in kinds.values()), kinds
+    assert kinds["unclip"] == "unclip" and kinds["cdm_fashion_mnist"] == "cascade"
