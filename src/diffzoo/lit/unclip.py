@@ -124,7 +124,7 @@ class UnCLIP:
         """Caption ``b`` → prior sample (best of ``num_candidates``, default the object's, else the prior's)
         → decoder, with the caption (§2) → ``B`` images ``[B, C, H, W]``. ``indices``: the captions' global
         sample indices (``B`` ints; then image ``b`` depends on ``(seed, indices[b])`` only, whatever the
-        batch; default ``0 … B−1`` with the prior's batch-order draws)."""
+        batch; default ``0 … B−1``, as ``diffzoo-sample pipeline=unclip`` numbers its samples)."""
         if self.prior is None:
             raise ConfigError("text_to_image needs the prior: UnCLIP.load(prior_ckpt=…, …)")
         captions = list(captions)

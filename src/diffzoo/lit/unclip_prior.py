@@ -163,24 +163,21 @@ class UnCLIPPriorModule(DiffusionModule):
                           steps: int | None = None, guidance=None, seed: int = 0, use_ema: bool = True,
                           indices: Sequence[int] | None = None) -> PriorSample:
         """Image embeddings for ``B`` captions: ``num_candidates`` (default the module's) draws each,
-        the best kept by ⟨z_i, z_t⟩ (§2.2). Candidate ``c`` of caption ``b`` is sample index
-        ``c·B + b`` of the one sampling loop (seed ``seed``), or ``indices[b]·k + c`` when the captions'
-        global sample ``indices`` (``B`` ints) are given — then caption ``b``'s draws do not depend on
-        the rest of the batch (``diffzoo-sample pipeline=unclip`` in batches); ``guidance`` wraps the
-        prior (§5.5 guides only the decoder)."""
+        the best kept by ⟨z_i, z_t⟩ (§2.2). Candidate ``c`` of caption ``b`` is draw ``indices[b]·k + c``
+        of the one sampling loop (seed ``seed``), ``indices`` being the captions' global sample indices
+        (``B`` ints, default ``0 … B−1``): caption ``b``'s draws depend on ``(seed, indices[b], k)`` only,
+        never on the rest of the batch, so the Python API and ``diffzoo-sample pipeline=unclip`` (in
+        batches) agree; ``guidance`` wraps the prior (§5.5 guides only the decoder)."""
         captions = list(captions)
         k = int(num_candidates or self.num_candidates)
         spec = SamplerSpec.of(sampler) if sampler is not None else self.sampler
         if steps is not None:
             spec = spec.with_steps(steps)
         B = len(captions)
-        if indices is None:
-            draws = list(range(k * B))
-        else:
-            indices = [int(i) for i in indices]
-            if len(indices) != B:
-                raise ValueError(f"sample_embeddings: {B} captions but {len(indices)} indices")
-            draws = [i * k + c for c in range(k) for i in indices]  # row c·B + b: candidate c of caption b
+        indices = list(range(B)) if indices is None else [int(i) for i in indices]
+        if len(indices) != B:
+            raise ValueError(f"sample_embeddings: {B} captions but {len(indices)} indices")
+        draws = [i * k + c for c in range(k) for i in indices]  # row c·B + b: candidate c of caption b
         batch = sample_indices(self.denoiser(use_ema), spec, draws, seed, (self.net.embed_dim,), device=self.device,
                                guidance=guidance, cond={"text": captions * k})
         candidates = self.scaling.decode(batch.x).view(k, B, -1)
