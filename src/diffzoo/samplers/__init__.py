@@ -26,7 +26,7 @@ from .dpm_solver_pp import dpmpp_2m, dpmpp_2m_sde, dpmpp_3m
 from .edm import edm_euler, edm_heun
 from .grids import GRIDS, solver_grid
 from .flow import flow_euler, flow_heun, flow_rk45
-from .inpaint import colorize, inpaint, replace_inpaint
+from .inpaint import colorize, inpaint, replace_inpaint, replace_inpaint_images
 from .langevin import STEP_CONVENTIONS, annealed_langevin, langevin, langevin_update
 from .loop import SampleBatch, sample_indices
 from .ode import ODE_METHODS, probability_flow_ode
@@ -38,7 +38,7 @@ from .unipc import UNIPC_VARIANTS, unipc
 __all__ = [
     "ddpm", "VARIANCES", "ddim", "DDIM_SKIPS", "ddim_encode", "ddim_decode", "slerp", "annealed_langevin", "langevin",
     "langevin_update", "STEP_CONVENTIONS", "pc", "PREDICTORS", "CORRECTORS", "register_predictor", "register_corrector",
-    "probability_flow_ode", "ODE_METHODS", "inpaint", "replace_inpaint", "colorize", "SamplerSpec", "SAMPLERS", "SamplingPlan",
+    "probability_flow_ode", "ODE_METHODS", "inpaint", "replace_inpaint", "replace_inpaint_images", "colorize", "SamplerSpec", "SAMPLERS", "SamplingPlan",
     "sample_indices", "SampleBatch", "flow_euler", "flow_heun", "flow_rk45",
 ]
 __all__ += ["edm_euler", "edm_heun", "dpm_solver", "dpmpp_2s", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc",

@@ -24,7 +24,7 @@ from ..utils.random import GeneratorLike, randn_like
 from ..utils.tensors import bcast
 from .pc import PCStep, pc
 
-__all__ = ["inpaint", "replace_inpaint", "colorize", "decorrelating_basis"]
+__all__ = ["inpaint", "replace_inpaint", "replace_inpaint_images", "model_grid_mask", "colorize", "decorrelating_basis"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 PC_OPTIONS = ("predictor", "corrector", "snr", "n_corrector", "eps", "denoise", "step_norm")
@@ -117,6 +117,53 @@ def replace_inpaint(denoiser: Denoiser, x_T: torch.Tensor, y: torch.Tensor, mask
         return torch.where(keep, noisy, x)
 
     return ddpm(denoiser, x_T, steps, generator=generator, project=project, **ddpm_kwargs)
+
+
+def model_grid_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A pixel mask ``[B, 1, H, W]`` (1 = known) on a model grid of ``size = (h, w)`` with ``H = f·h``,
+    ``W = f·w``: a cell is known only when every pixel of its ``f × f`` block is (a min-pool), so no
+    latent cell is pinned to a value that depends on an unknown pixel's block. ``f = 1`` returns the mask."""
+    H, W = mask.shape[-2:]
+    h, w = size
+    if H % h or W % w or H // h != W // w:
+        raise ValueError(f"model_grid_mask: a {H}x{W} mask does not map onto a {h}x{w} grid by one integer factor")
+    f = H // h
+    m = mask.to(torch.float32)
+    return m if f == 1 else -torch.nn.functional.max_pool2d(-m, f)
+
+
+@torch.no_grad()
+def replace_inpaint_images(denoiser: Denoiser, x_T: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor, steps: int | None = None,
+                           generator: GeneratorLike = None, **ddpm_kwargs) -> torch.Tensor:
+    """Replacement inpainting of images for a model that samples in other coordinates — a latent
+    diffusion model's ``z = s·E(x)`` on an ``f``-times smaller grid, or the pixels themselves.
+
+    Latent diffusion inpaints by replacement in latent space (Rombach et al. 2022: the ``mask`` / ``x0``
+    arguments of the DDIM sampler of their code, used for the inpainting of ``LatentDiffusion.log_images``):
+
+    1. the known part is encoded, ``y = from_data(x0 · mask)`` (unknown pixels are set to 0 first, the
+       project's ``masked_image`` convention, so nothing of the erased content reaches the encoder);
+    2. the mask moves to the model grid by :func:`model_grid_mask` (a cell is known iff its whole
+       ``f × f`` block is);
+    3. :func:`replace_inpaint` fills the unknown cells; the result is decoded, ``x = to_data(z)``;
+    4. the known pixels are pasted back, ``mask · x0 + (1 − mask) · x`` (as LDM's inpainting script
+       composes its output).
+
+    Args:
+        denoiser: the model (conditions bound), with ``to_data`` / ``from_data`` (identity for pixel models).
+        x_T: ``[B, …]`` starting noise in the model's coordinates (``model_shape``).
+        x0: ``[B, C, H, W]`` images in data coordinates ``[−1, 1]``; only the known pixels are read.
+        mask: ``[B, 1, H, W]`` (or ``[B, C, H, W]`` with equal channels), 1 / true where known.
+        steps, generator, ddpm_kwargs: as :func:`replace_inpaint`.
+    Returns: ``[B, C, H, W]`` images in data coordinates, equal to ``x0`` wherever ``mask`` is 1.
+    """
+    m = mask.to(device=x0.device, dtype=x0.dtype)[:, :1]
+    y = denoiser.from_data(x0 * m)
+    if y.shape != x_T.shape:
+        raise ValueError(f"replace_inpaint_images: x_T {tuple(x_T.shape)} does not match the encoded images {tuple(y.shape)}")
+    keep = model_grid_mask(m, tuple(x_T.shape[-2:])).to(y.dtype).bool()
+    z = replace_inpaint(denoiser, x_T, y, keep, steps=steps, generator=generator, **ddpm_kwargs)
+    return m * x0 + (1 - m) * denoiser.to_data(z)
 
 
 def decorrelating_basis(channels: int, dtype=torch.float64, device=None) -> torch.Tensor:
