@@ -38,6 +38,7 @@ PAPERS: dict[str, str] = {
     "Imagen": "Saharia et al. 2022, Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding",
     "CDM": "Ho, Saharia et al. 2021, Cascaded Diffusion Models for High Fidelity Image Generation",
     "unCLIP": "Ramesh et al. 2022, Hierarchical Text-Conditional Image Generation with CLIP Latents",
+    "LDM": "Rombach et al. 2022, High-Resolution Image Synthesis with Latent Diffusion Models",
 }
 
 
