@@ -316,8 +316,10 @@ def _ldm_latent_inpainting(ctx) -> Result:
         den = m.denoiser(True)
         gen = torch.Generator().manual_seed(seed)
         x_T = den.process.prior_sample((images.shape[0], *den.model_shape), gen)
-        return replace_inpaint_images(den, x_T, images, masks, steps=steps, generator=gen, variance="fixedsmall",
-                                      clip_x0=False).clamp(-1, 1)
+        with torch.random.fork_rng():  # the KL encoder's posterior sample (global RNG), seeded too
+            torch.manual_seed(seed)
+            return replace_inpaint_images(den, x_T, images, masks, steps=steps, generator=gen, variance="fixedsmall",
+                                          clip_x0=False).clamp(-1, 1)
 
     values, previews = {}, {"erased": x0[:16] * mask[:16] + (mask[:16] - 1)}
     for f, m in mods.items():
