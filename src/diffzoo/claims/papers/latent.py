@@ -321,7 +321,7 @@ def _ldm_latent_inpainting(ctx) -> Result:
             return replace_inpaint_images(den, x_T, images, masks, steps=steps, generator=gen, variance="fixedsmall",
                                           clip_x0=False).clamp(-1, 1)
 
-    values, previews = {}, {"erased": x0[:16] * mask[:16] + (mask[:16] - 1)}
+    values, previews = {}, {"erased": x0[:16] * mask[:16]}  # erased pixels grey (0): the background is black
     for f, m in mods.items():
         out = torch.cat([complete(m, x0[i:i + 250], mask[i:i + 250], ctx.seed + i) for i in range(0, n, 250)])
         values[f"inpaint_fid_f{f}"] = quality(out).fid
@@ -336,7 +336,7 @@ def _ldm_latent_inpainting(ctx) -> Result:
     for f in mods:
         values[f"inpaint_samples_per_s_f{f}"] = rates[f]
     values["inpaint_speedup_f4"] = _ratio(rates[4], rates[1])
-    grid = image_rows(previews, ctx.figure("ldm_latent_inpainting"), "inpainting: erased (black), LDM-1, LDM-4, original", 16)
+    grid = image_rows(previews, ctx.figure("ldm_latent_inpainting"), "inpainting: erased (grey), LDM-1, LDM-4, original", 16)
     setting = (f"the f = 1 and f = 4 LDMs of ldm_downsampling_factor (16×16 Fashion-MNIST); {n} held-out images with "
                f"one erased rectangle each (sides {INPAINT_BOX[0]:.0%}–{INPAINT_BOX[1]:.0%}), replacement inpainting with "
                f"{steps} ancestral steps (= DDIM η = 1); FID of the completed images against the training images; "
