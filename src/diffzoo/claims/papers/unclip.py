@@ -18,6 +18,7 @@ import torch
 
 from ..criteria import Greater, Measured
 from ..measure import binomial
+from ..figures import image_rows
 from ..registry import Result, claim
 
 # the paper key, until the registry lists it with the other papers
@@ -112,8 +113,12 @@ def unclip_variations(ctx) -> Result:
     values = {"class_agreement": binomial(agree, len(cls)),
               "diversity": Measured(float(div.mean()), float(div.std() / k ** 0.5)),
               "classifier_acc_real": binomial(real, k)}
+    shown = min(20, k)
+    grouped = var.images.view(k, VARIATIONS, *var.images.shape[1:])[:shown].cpu()
+    rows = {"source": x[:shown].cpu(), **{f"variation {v + 1}": grouped[:, v] for v in range(VARIATIONS)}}
+    grid = image_rows(rows, ctx.figure("unclip_variations"), "held-out digits (top) and decodings of their CLIP embeddings", shown)
     return Result(values, setting=f"unclip_decoder_captioned_digits, {k} held-out digits × {VARIATIONS} variations, "
-                                  f"{DECODE_STEPS} ancestral steps, no caption, unguided")
+                                  f"{DECODE_STEPS} ancestral steps, no caption, unguided", figures=[grid])
 
 
 @claim("unclip_prior_matters", paper="unCLIP", where="§5.1 (FID 7.99 with the prior vs 16.55 feeding z_t zero-shot)",
