@@ -167,6 +167,9 @@ W_MAX = f"w{SWEEP_W[-1]:g}"
 SWEEP_PROMPTS = 20              # every class × bold / thin once (prompt j: class j // 2, bold j mod 2)
 SWEEP_REPEATS = (20, 3)         # draws per prompt (full, quick): diversity is measured among one prompt's draws
 MODELS = ("unclip", "glide")
+# a diagnostic arm, in no criterion: unCLIP's decoder fed *real* CLIP image embeddings of held-out digits with the
+# prompt's class and weight — a perfect prior — to tell a prior's collapse from the decoder's own response to guidance
+ORACLE = "oracle"
 _SWEEPS: dict = {}              # one sweep per (budget, seed, checkpoints), shared by the two claims below
 
 
@@ -190,6 +193,25 @@ def _relative_drop(before: torch.Tensor, after: torch.Tensor) -> Measured:
     P, a, b = before.numel(), before.double(), after.double()
     r = float(b.mean() / a.mean())
     return Measured(1.0 - r, float((b - r * a).std() / (P ** 0.5 * a.mean())))
+
+
+def _oracle_embeddings(dec, data, prompts, R: int, seed: int) -> torch.Tensor:
+    """CLIP image embeddings ``[R·P, d]`` of held-out digits matching each prompt's class and bold / thin
+    (sample ``i``: draw ``i // P`` of prompt ``i mod P``, as the sweep), ``R`` distinct images per prompt
+    where the held-out set has them (cycled otherwise); the draws of a prompt are as diverse as real data."""
+    from ...lit.unclip import UnCLIP
+
+    held = data.eval_set("train")
+    images, P = held.images(), len(prompts)
+    z = torch.empty(R * P, dec.clip.embed_dim)
+    embed = UnCLIP(dec).image_embeddings
+    for p in range(P):
+        match = (held.attributes["class"] == prompts.attributes["class"][p]) & (held.attributes["bold"] == prompts.attributes["bold"][p])
+        idx = match.nonzero().flatten()
+        pick = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + p))[:R]]
+        pick = pick[torch.arange(R) % len(pick)]
+        z[torch.arange(R) * P + p] = embed(images[pick]).cpu()
+    return z
 
 
 def _sweep(ctx) -> dict:
@@ -220,6 +242,7 @@ def _sweep(ctx) -> dict:
     # unCLIP: one best-of-2 prior sample per draw (§2.2, as unclip_prior_matters), fixed across scales
     # (Fig. 9: "we fix the latent vectors sampled from the prior, and only vary the guidance scale of the decoder")
     z_i = prior.sample_embeddings(captions, num_candidates=2, seed=ctx.seed).z_i
+    z_oracle = _oracle_embeddings(dec, data, base, R, ctx.seed)
     # each model with its own ancestral sampler (unCLIP's decoder: fixed variance; GLIDE: its learned Σ), same steps
     spec_u = SamplerSpec("ddpm", DECODE_STEPS)
     spec_g = SamplerSpec("ddpm", DECODE_STEPS, variance="learned_range")
@@ -231,7 +254,8 @@ def _sweep(ctx) -> dict:
         guidance = ClassifierFreeGuidance(w) if w else None
         u = UnCLIP(dec, prior, decoder_guidance=guidance, sampler=spec_u)
         images = {"unclip": u.decode(z_i, captions, range(n), ctx.seed).images,
-                  "glide": draw_prompted(glide, base, n, ctx.seed, spec_g, guidance)[0]}
+                  "glide": draw_prompted(glide, base, n, ctx.seed, spec_g, guidance)[0],
+                  ORACLE: UnCLIP(dec, None, decoder_guidance=guidance, sampler=spec_u).decode(z_oracle, captions, range(n), ctx.seed).images}
         for m, x in images.items():
             x = x.clamp(-1, 1)
             tag = f"_{m}_{_w(w)}"
@@ -245,10 +269,10 @@ def _sweep(ctx) -> dict:
             d = diversity[m, w] = _per_prompt_diversity(feats.features.cpu(), P, R)
             values[f"diversity{tag}"] = Measured(float(d.mean()), float(d.std() / P ** 0.5))  # s.e. over prompts
             values[f"fid{tag}"] = quality(x).fid  # FID against the real training digits (Fig. 11), bootstrap s.e.
-            if w in (SWEEP_W[0], SWEEP_W[-1]):
+            if w in (SWEEP_W[0], SWEEP_W[-1]) and m in MODELS:
                 previews[m, w] = x[order].cpu()
     w0, wmax = SWEEP_W[0], SWEEP_W[-1]
-    for m in MODELS:
+    for m in (*MODELS, ORACLE):
         # Fig. 9: how much of its unguided diversity guidance takes away (relative, paired by prompt)
         values[f"diversity_drop_{m}"] = _relative_drop(diversity[m, w0], diversity[m, wmax])
         lost = diversity[m, w0] - diversity[m, wmax]
@@ -303,6 +327,11 @@ def _plot_sweep(ctx, sweep):
             for w, a, d in zip(SWEEP_W, acc, div):
                 axes[2].annotate(f"w={w:g}", (a.value, d.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
             mw = sweep["matched"][m]
+            if m == "unclip":  # the oracle-prior diagnostic beside unCLIP, in the w panels only
+                for ax, key in ((axes[0], "diversity"), (axes[1], "fid")):
+                    ys = [v[f"{key}_{ORACLE}_{_w(w)}"] for w in SWEEP_W]
+                    ax.errorbar(SWEEP_W, [y.value for y in ys], yerr=[2 * y.se for y in ys], marker="^", ls="--", capsize=3,
+                                color="grey", label="unCLIP decoder, real image embeddings (oracle prior)")
             axes[2].scatter([v[f"all_acc_{m}_matched"].value], [v[f"diversity_{m}_matched"].value], s=160, marker="s",
                             facecolors="none", edgecolors=line[0].get_color(), linewidths=1.5, zorder=5,
                             label=f"{label}: matched alignment (w = {mw:g})")
@@ -337,7 +366,9 @@ def unclip_diversity_vs_glide(ctx) -> Result:
                        f"{m['unclip']:g}, GLIDE w = {m['glide']:g}; all_acc_gap_matched is the remaining difference). "
                        "Alignment and diversity of every scale are in the values and the figure. diversity_drop = "
                        "1 − diversity(w_max) / diversity(w = 0), delta-method s.e. paired by prompt; diversity_lost is the "
-                       "absolute difference. Sample counts are per cell; alignment s.e. are binomial over samples.")
+                       "absolute difference. Sample counts are per cell; alignment s.e. are binomial over samples. *_oracle_* (in no "
+                       "criterion): the same decoder fed CLIP image embeddings of real held-out digits of the prompt's class "
+                       "and weight — what a perfect prior would give.")
 
 
 @claim("unclip_fid_vs_guidance", paper="unCLIP", where="§5.3, Fig. 11 (zero-shot MS-COCO FID against guidance scale)",
@@ -353,4 +384,4 @@ def unclip_fid_vs_guidance(ctx) -> Result:
                   note=f"FID of {sweep['P'] * sweep['R']} samples per cell (the same n everywhere, so its small-n bias is "
                        "shared); fid_rise = FID(w_max) − FID(w = 0), the two bootstrap s.e. combined as if independent. The "
                        "two models differ in training budget and variance parameterisation, so their unguided FIDs differ; "
-                       "the claim is about the rise.")
+                       "the claim is about the rise. *_oracle_*: the decoder on real image embeddings (a perfect prior), in no criterion.")
