@@ -29,9 +29,12 @@ from ..samplers import sample_indices
 from ..samplers.truncated import ancestral_until
 from ..utils.random import derive_seed
 
-__all__ = ["AUGMENTATION_MODES", "Stage", "CascadeBatch", "check_stages", "run_cascade"]
+__all__ = ["AUGMENTATION_MODES", "STAGE_SETTINGS", "Stage", "CascadeBatch", "load_stage", "check_upsampler", "check_stages",
+           "draw_stage", "run_cascade"]
 
 AUGMENTATION_MODES = ("non_truncated", "truncated")
+# the settings a pipeline stage takes (conf/pipeline/cdm_*.yaml; unCLIP's upsamplers take all but augmentation)
+STAGE_SETTINGS = ("ckpt_path", "sampler", "guidance", "aug_level", "augmentation")
 
 
 @dataclass
@@ -81,6 +84,46 @@ class CascadeBatch:
     truncated: dict[str, bool]
 
 
+def load_stage(st_cfg, key: str, name: str, device, use_ema: bool = True,
+               settings: Sequence[str] = STAGE_SETTINGS) -> Stage:
+    """One pipeline stage from its config ``st_cfg`` (a mapping of ``settings``: ``ckpt_path``, ``sampler``
+    settings replacing the stored sampler's, ``guidance``, ``aug_level`` in [0, 1] or null, ``augmentation``),
+    loaded on ``device``; a bad setting is refused in one line naming ``key`` (e.g. ``pipeline.stages.sr16``
+    or ``pipeline.upsamplers[0]``). The one loader of the cascade pipelines and unCLIP's upsamplers."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from ..runtime import guidance_from_config, load_for_sampling
+
+    if not isinstance(st_cfg, DictConfig):
+        raise ConfigError(f"{key} must be a mapping of {', '.join(settings)}; got {st_cfg!r}")
+    if OmegaConf.is_missing(st_cfg, "ckpt_path") or not st_cfg.get("ckpt_path"):
+        raise ConfigError(f"{key}.ckpt_path must be set (that stage's checkpoint, e.g. "
+                          f"runs/<experiment>/<run_id>/checkpoints/last.ckpt)")
+    unknown = sorted(set(st_cfg) - set(settings))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]} is not a stage setting; valid: {', '.join(settings)}")
+    module, spec = load_for_sampling(st_cfg.ckpt_path, st_cfg.get("sampler"), device)
+    guidance = guidance_from_config(OmegaConf.create({"guidance": st_cfg.get("guidance")}), module, spec).guidance
+    level = st_cfg.get("aug_level")
+    if level is not None and not 0.0 <= float(level) <= 1.0:
+        raise ConfigError(f"{key}.aug_level={level} must lie in [0, 1]")
+    return Stage(str(name), module, spec, guidance, None if level is None else float(level),
+                 str(st_cfg.get("augmentation") or "non_truncated"), use_ema,
+                 info={"ckpt_path": str(st_cfg.ckpt_path), "sampler": spec.describe()})
+
+
+def check_upsampler(st: Stage, shape: Sequence[int], key: str, prev_key: str) -> None:
+    """Refuse ``st`` unless it is a super-resolution stage whose low-resolution input (channels, ``low_res_size``)
+    is ``shape = (C, H, W)``, the previous stage's output: one line naming ``key`` and both shapes."""
+    if not st.upsamples:
+        raise ConfigError(f"{key} holds a {type(st.module).__name__}; stages after the first must be "
+                          "super-resolution models (model=super_resolution)")
+    C, H, W = (int(s) for s in shape[-3:])
+    c, h = int(st.module.data_shape[0]), int(st.module.low_res_size)
+    if (c, h, h) != (C, H, W):
+        raise ConfigError(f"{key} takes {c}x{h}x{h} inputs but {prev_key} makes {C}x{H}x{W} images")
+
+
 def check_stages(stages: Sequence[Stage]) -> None:
     """Refuse a pipeline whose stages do not chain, naming the key: the first stage samples from noise,
     every later one is a super-resolution stage whose ``low_res_size`` and channels are the previous
@@ -95,10 +138,7 @@ def check_stages(stages: Sequence[Stage]) -> None:
         if not st.upsamples:
             raise ConfigError(f"{key}.ckpt_path holds a {type(st.module).__name__}; stages after the first must be "
                               "super-resolution models (model=super_resolution)")
-        C, H = prev.module.data_shape[0], prev.module.data_shape[-1]
-        if st.module.low_res_size != H or st.module.data_shape[0] != C:
-            raise ConfigError(f"{key} takes {st.module.data_shape[0]}x{st.module.low_res_size}x{st.module.low_res_size} "
-                              f"inputs but pipeline.stages.{prev.name} makes {C}x{H}x{H} images")
+        check_upsampler(st, prev.module.data_shape, key, f"pipeline.stages.{prev.name}")
         if st.augmentation not in AUGMENTATION_MODES:
             raise ConfigError(f"{key}.augmentation must be one of {list(AUGMENTATION_MODES)}; got {st.augmentation!r}")
         if st.augmentation == "truncated":
@@ -131,6 +171,25 @@ def _truncated_sampler(prev: Stage, t_stop: float):
 
 
 @torch.no_grad()
+def draw_stage(st: Stage, indices: Sequence[int], seed: int, prev_x: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None, captions: Sequence[str] | None = None, sampler=None,
+               augmented: bool = False, progress: bool = False):
+    """Stage ``st``'s samples ``indices`` (a ``SampleBatch``): from noise, or — a super-resolution stage —
+    super-resolving ``prev_x`` (one image per index; ``augmented``: already ``z_s``). Sample ``i`` depends on
+    ``(seed, stage name, i)`` only. ``labels`` / ``captions`` go to it as given (the caller decides which
+    stages take them); ``sampler`` replaces the stage's (the truncated chain)."""
+    sampler = st.sampler if sampler is None else sampler
+    text = {"text": list(captions)} if captions is not None else None
+    stage_seed = derive_seed(seed, "pipeline", st.name)
+    st.module.eval()
+    if not st.upsamples:
+        return sample_indices(st.module.denoiser(st.use_ema), sampler, indices, stage_seed, st.module.data_shape,
+                              device=st.module.device, guidance=st.guidance, labels=labels, progress=progress, cond=text)
+    return upsample_indices(st.module, prev_x, indices, stage_seed, labels=labels, aug_level=st.level, sampler=sampler,
+                            guidance=st.guidance, use_ema=st.use_ema, progress=progress, augmented=augmented, cond=text)
+
+
+@torch.no_grad()
 def run_cascade(stages: Sequence[Stage], indices: Sequence[int], seed: int, labels: torch.Tensor | None = None,
                 progress: bool = False, captions: Sequence[str] | None = None) -> CascadeBatch:
     """Draw the cascade samples ``indices`` (module docstring). ``labels`` int64 ``[b]`` go to every stage
@@ -143,16 +202,8 @@ def run_cascade(stages: Sequence[Stage], indices: Sequence[int], seed: int, labe
         truncate = nxt is not None and nxt.augmentation == "truncated" and nxt.level > 0
         sampler = _truncated_sampler(st, float(nxt.module.augmentation.noise.time_of(nxt.level))) if truncate else st.sampler
         y = labels if (labels is not None and st.takes_labels()) else None
-        text = {"text": list(captions)} if (captions is not None and st.takes_text()) else None
-        stage_seed = derive_seed(seed, "pipeline", st.name)
-        st.module.eval()
-        if not st.upsamples:
-            batch = sample_indices(st.module.denoiser(st.use_ema), sampler, indices, stage_seed, st.module.data_shape,
-                                   device=st.module.device, guidance=st.guidance, labels=y, progress=progress, cond=text)
-        else:
-            batch = upsample_indices(st.module, prev_x, indices, stage_seed, labels=y, aug_level=st.level, sampler=sampler,
-                                     guidance=st.guidance, use_ema=st.use_ema, progress=progress, augmented=prev_truncated,
-                                     cond=text)
+        text = captions if (captions is not None and st.takes_text()) else None
+        batch = draw_stage(st, indices, seed, prev_x, y, text, sampler, augmented=prev_truncated, progress=progress)
         out.outputs[st.name], out.labels[st.name] = batch.x, y
         out.nfe[st.name], out.truncated[st.name] = int(batch.nfe), truncate
         prev_x, prev_truncated = batch.x, truncate

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..errors import ConfigError
-from ..runtime import device_of, guidance_from_config, load_for_sampling, run_dir_of
-from .cascade import Stage, check_stages, run_cascade
+from ..runtime import device_of, run_dir_of
+from .cascade import Stage, check_stages, load_stage, run_cascade
 from .unclip import evaluate_unclip, sample_unclip
 
 __all__ = ["load_stages", "draw_pipeline", "sample_pipeline", "evaluate_pipeline", "sample_cascade", "evaluate_cascade",
@@ -35,23 +35,7 @@ def load_stages(pipeline_cfg: DictConfig, device, use_ema: bool = True) -> list[
     stages_cfg = pipeline_cfg.get("stages")
     if not stages_cfg:
         raise ConfigError("pipeline.stages is empty: name the base stage and its super-resolution stages")
-    stages = []
-    for name, st in stages_cfg.items():
-        if OmegaConf.is_missing(st, "ckpt_path") or not st.get("ckpt_path"):
-            raise ConfigError(f"pipeline.stages.{name}.ckpt_path must be set (that stage's checkpoint, e.g. "
-                              f"runs/<experiment>/<run_id>/checkpoints/last.ckpt)")
-        unknown = sorted(set(st) - {"ckpt_path", "sampler", "guidance", "aug_level", "augmentation"})
-        if unknown:
-            raise ConfigError(f"pipeline.stages.{name}.{unknown[0]} is not a stage setting; valid: ckpt_path, sampler, "
-                              "guidance, aug_level, augmentation")
-        module, spec = load_for_sampling(st.ckpt_path, st.get("sampler"), device)
-        guidance = guidance_from_config(OmegaConf.create({"guidance": st.get("guidance")}), module, spec).guidance
-        level = st.get("aug_level")
-        if level is not None and not 0.0 <= float(level) <= 1.0:
-            raise ConfigError(f"pipeline.stages.{name}.aug_level={level} must lie in [0, 1]")
-        stages.append(Stage(str(name), module, spec, guidance, None if level is None else float(level),
-                            str(st.get("augmentation") or "non_truncated"), use_ema,
-                            info={"ckpt_path": str(st.ckpt_path), "sampler": spec.describe()}))
+    stages = [load_stage(st, f"pipeline.stages.{name}", str(name), device, use_ema) for name, st in stages_cfg.items()]
     check_stages(stages)
     return stages
 
