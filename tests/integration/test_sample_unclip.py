@@ -1,7 +1,8 @@
 """``diffzoo-sample pipeline=unclip``: text → image (prompt, prompts) and image variations from PNG / NPY files
-through the command line's config, over tiny random-weight prior and decoder checkpoints that share one CLIP.
-Grids have one labelled row per prompt or source, samples.npz holds what was drawn, sample i depends on
-(seed, i) only, and bad input is one line naming the key."""
+through the command line's config, over tiny random-weight prior and decoder checkpoints that share one CLIP,
+and the optional upsamplers after the decoder (a tiny unconditional 8 → 16 super-resolution stage of
+experiment=cdm_fashion_mnist_sr16). Grids have one labelled row per prompt or source, samples.npz holds what was
+drawn, sample i depends on (seed, i) only, and bad input is one line naming the key."""
 
 from __future__ import annotations
 
@@ -25,9 +26,22 @@ SMALL_PRIOR = ["net.width=16", "net.layers=1", "net.heads=2", "net.text_dim=16"]
 SMALL_CLIP = ["model.clip.image_tower.widths=[8,8,8]", "model.clip.text_encoder.width=16", "model.clip.text_encoder.layers=1"]
 
 
-def _save(module, path):
-    torch.save({"state_dict": module.state_dict(), "diffzoo": {"config": module.run_config, "data_shape": [1, 8, 8]}}, path)
+SMALL_SR = ["net.backbone.base_channels=8", "net.backbone.channel_mult=[1,2]", "net.backbone.attention_resolutions=[]",
+            "net.backbone.num_groups=4"]
+UNCONDITIONAL_SR = ["model.conditional=false", "model.cond_drop_prob=0", "net.backbone.num_classes=null"]  # §2.1: unCLIP's upsamplers are unconditional
+
+
+def _save(module, path, data_shape=(1, 8, 8)):
+    torch.save({"state_dict": module.state_dict(), "diffzoo": {"config": module.run_config, "data_shape": list(data_shape)}},
+               path)
     return str(path)
+
+
+def _randomise(module, gen):
+    """Random EMA weights everywhere (zero-initialised output layers too), so inputs change outputs."""
+    with torch.no_grad():
+        for p in module.ema.shadow.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +54,23 @@ def ckpts(tmp_path_factory):
     prior = build_module(compose_config("train", ["experiment=unclip_prior_captioned_digits", *SMALL_PRIOR, *SMALL_CLIP]), (1, 8, 8))
     prior.clip.load_state_dict(dec.clip.state_dict())  # one CLIP for both stages, as trained from one clip_ckpt
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # random weights everywhere (zero-initialised output layers too), so inputs change outputs
-        for m in (dec, prior):
-            for p in m.ema.shadow.parameters():
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    for m in (dec, prior):
+        _randomise(m, gen)
     other = build_module(compose_config("train", ["experiment=unclip_prior_captioned_digits", *SMALL_PRIOR, *SMALL_CLIP]), (1, 8, 8))
     with torch.no_grad():
         for p in other.clip.parameters():
             p.add_(1.0)
     plain = build_module(compose_config("train", ["experiment=ddpm_digits", "net.base_channels=8", "net.channel_mult=[1,2]",
                                                   "net.attention_resolutions=[]", "net.num_groups=4"]), (1, 8, 8))
+    # an 8 -> 16 upsampler whose low-resolution input is the decoder's 1x8x8 output, unconditional (§2.1), and the
+    # class-conditional stage the experiment trains by default (refused)
+    sr16 = build_module(compose_config("train", ["experiment=cdm_fashion_mnist_sr16", *SMALL_SR, *UNCONDITIONAL_SR]), (1, 16, 16))
+    _randomise(sr16, gen)
+    sr16_classes = build_module(compose_config("train", ["experiment=cdm_fashion_mnist_sr16", *SMALL_SR]), (1, 16, 16))
     return {"prior": _save(prior, root / "prior.ckpt"), "decoder": _save(dec, root / "decoder.ckpt"),
-            "other_clip_prior": _save(other, root / "other.ckpt"), "plain": _save(plain, root / "plain.ckpt")}
+            "other_clip_prior": _save(other, root / "other.ckpt"), "plain": _save(plain, root / "plain.ckpt"),
+            "sr16": _save(sr16, root / "sr16.ckpt", (1, 16, 16)),
+            "sr16_classes": _save(sr16_classes, root / "sr16_classes.ckpt", (1, 16, 16))}
 
 
 def _cfg(ckpts, *overrides, prior=True):
@@ -60,6 +79,12 @@ def _cfg(ckpts, *overrides, prior=True):
     if prior:
         base.append(f"pipeline.prior.ckpt_path={ckpts['prior']}")
     return compose_config("sample", [*base, *overrides])
+
+
+def _upsamplers(*paths, sampler="{steps:3}", **settings) -> str:
+    """The override ``pipeline.upsamplers=[...]``: one entry per checkpoint, with ``sampler`` and ``settings``."""
+    extra = "".join(f",{k}:{v}" for k, v in settings.items())
+    return "pipeline.upsamplers=[" + ",".join(f"{{ckpt_path:'{p}',sampler:{sampler}{extra}}}" for p in paths) + "]"
 
 
 def _grid_rows(path) -> float:
@@ -153,6 +178,66 @@ def test_bad_input_is_one_line_naming_the_key(ckpts, tmp_path):
         assert "\n" not in str(err.value), str(err.value)
     with pytest.raises(ConfigError, match="diffzoo-eval pipeline=unclip is not available"):
         evaluate(compose_config("eval", ["pipeline=unclip"]))
+
+
+def test_upsamplers_super_resolve_the_decoder_images_per_sample(ckpts, tmp_path, capsys):
+    """An 8 → 16 upsampler after the decoder (§2.1): samples.npz and grid.png at 16×16, the decoder's 8×8 images kept in
+    <out>/decoder/ and equal to a run without upsamplers, sample i the same whatever the batch size, no labels."""
+    prompts = "prompts=['a bold digit seven','a thin digit one']"
+    up = _upsamplers(ckpts["sr16"], aug_level=0.1)
+    out = sample(_cfg(ckpts, prompts, up, "n=4", "batch_size=3", f"out={tmp_path / 'a'}"))
+    printed = capsys.readouterr().out
+    assert "nfe: {'prior': 3, 'decoder': 3, 'upsampler0': 3}" in printed
+    data = np.load(out["npz"])
+    assert data["images"].shape == (4, 16, 16, 1) and data["images"].dtype == np.uint8 and out["resolution"] == "16×16"
+    assert list(data["text"]) == ["a bold digit seven", "a thin digit one"] * 2 and data["z_i"].shape == (4, 64)
+    assert out["upsamplers"][0]["aug_level"] == pytest.approx(0.1) and out["upsamplers"][0]["text"] is False
+    assert out["upsamplers"][0]["guidance"] is None and out["upsamplers"][0]["resolution"] == "16×16"
+    decoder = np.load(out["stages"]["decoder"]["npz"])
+    assert decoder["images"].shape == (4, 8, 8, 1) and Path(out["stages"]["decoder"]["grid"]).is_file()
+    assert _grid_rows(out["grid"]) == pytest.approx(2)
+    # the decoder's images do not depend on the upsamplers: a run without them draws the same
+    plain = np.load(sample(_cfg(ckpts, prompts, "n=4", f"out={tmp_path / 'p'}"))["npz"])
+    np.testing.assert_array_equal(decoder["images"], plain["images"])
+    # sample i depends on (seed, i) only: batch size 1 gives the same 16×16 images, another seed others
+    one = np.load(sample(_cfg(ckpts, prompts, up, "n=4", "batch_size=1", f"out={tmp_path / 'b'}"))["npz"])
+    np.testing.assert_array_equal(one["images"], data["images"])
+    other = np.load(sample(_cfg(ckpts, prompts, up, "n=4", "seed=1", f"out={tmp_path / 'c'}"))["npz"])
+    assert not np.array_equal(other["images"], data["images"])
+    # image variations go through the upsamplers too (here with a whole sampler: DDIM, as App. C samples them)
+    up = _upsamplers(ckpts["sr16"], sampler="{name:ddim,steps:3}")
+    src = tmp_path / "src.npy"
+    np.save(src, np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8))
+    var = sample(_cfg(ckpts, f"variations={src}", up, "n=4", "batch_size=3", f"out={tmp_path / 'v'}", prior=False))
+    v = np.load(var["npz"])
+    assert v["images"].shape == (4, 16, 16, 1) and v["source_images"].shape == (2, 8, 8, 1)
+    assert list(v["source"]) == [0, 1, 0, 1] and np.load(var["stages"]["decoder"]["npz"])["images"].shape == (4, 8, 8, 1)
+    assert var["upsamplers"][0]["sampler"]["name"] == "ddim" and out["upsamplers"][0]["sampler"]["name"] == "ddpm"
+    v1 = np.load(sample(_cfg(ckpts, f"variations={src}", up, "n=4", "batch_size=1", f"out={tmp_path / 'w'}",
+                             prior=False))["npz"])
+    np.testing.assert_array_equal(v1["images"], v["images"])
+
+
+def test_upsamplers_that_do_not_chain_are_refused_in_one_line(ckpts, tmp_path):
+    sr16 = ckpts["sr16"]
+    cases = [
+        # entry 1 takes 8x8 inputs but entry 0 makes 16x16 images
+        (_cfg(ckpts, "prompt=x", _upsamplers(sr16, sr16)),
+         r"pipeline.upsamplers\[1\].ckpt_path takes 1x8x8 inputs but pipeline.upsamplers\[0\].ckpt_path makes 1x16x16 images"),
+        (_cfg(ckpts, "prompt=x", _upsamplers(ckpts["plain"])),
+         r"pipeline.upsamplers\[0\].ckpt_path holds a DiffusionModule; .*super-resolution"),
+        (_cfg(ckpts, "prompt=x", _upsamplers(ckpts["sr16_classes"])),
+         r"pipeline.upsamplers\[0\].ckpt_path=.* is a class-conditional .*unconditional \(§2.1\)"),
+        (_cfg(ckpts, "prompt=x", _upsamplers(sr16, augmentation="truncated")),
+         r"pipeline.upsamplers\[0\].augmentation is not a stage setting"),
+        (_cfg(ckpts, "prompt=x", _upsamplers(sr16, aug_level=2)), r"pipeline.upsamplers\[0\].aug_level=2 must lie in \[0, 1\]"),
+        (_cfg(ckpts, "prompt=x", "pipeline.upsamplers=[{sampler:{steps:3}}]"), r"pipeline.upsamplers\[0\].ckpt_path must be set"),
+        (_cfg(ckpts, "prompt=x", f"pipeline.upsamplers={sr16}"), "pipeline.upsamplers must be a list"),
+    ]
+    for cfg, match in cases:
+        with pytest.raises(ConfigError, match=match) as err:
+            sample(cfg)
+        assert "\n" not in str(err.value), str(err.value)
 
 
 def test_the_real_main_with_argv(ckpts, tmp_path, capsys, monkeypatch):

@@ -8,9 +8,19 @@
   embedding is decoded with different noise; sample ``i`` is a variation of source ``i mod S``. The prior
   is not needed (its ``ckpt_path`` may stay unset).
 
+In both uses the decoder's images then go through the optional **upsamplers** (``pipeline.upsamplers``, a
+list, empty by default; §2.1: 64 → 256 → 1024 in the paper): each a super-resolution stage of the cascade
+pipelines (:mod:`diffzoo.pipelines.cascade`, loaded and drawn by the same :func:`~diffzoo.pipelines.cascade.load_stage`
+and :func:`~diffzoo.pipelines.cascade.draw_stage`) that super-resolves the previous stage's images at its
+sampling-time augmentation level. §2.1 found no benefit in conditioning the upsamplers on the caption and uses
+unconditional ones without guidance, so they get no class labels ever (a class-conditional stage is refused),
+and the captions only when a stage is text-conditioned.
+
 Sample ``i`` depends on ``(seed, i)`` only, whatever ``batch_size``. Writes ``<out>/grid.png`` (one labelled
 row per prompt, or per source: the source, then its variations) and ``<out>/samples.npz`` (uint8 images
-``[n, H, W, C]``, the decoded embeddings ``z_i [n, e]``, and the captions or the source of each sample).
+``[n, H, W, C]`` at the final resolution, the decoded embeddings ``z_i [n, e]``, and the captions or the source
+of each sample); with upsamplers, every earlier stage's images as well, in ``<out>/<stage>/`` (``decoder``,
+``upsampler0``, …), as the cascade pipelines write each stage.
 """
 
 from __future__ import annotations
@@ -24,10 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 
-__all__ = ["STAGE_KEYS", "IMAGE_SUFFIXES", "load_unclip", "read_images", "sample_unclip", "evaluate_unclip"]
+__all__ = ["STAGE_KEYS", "UPSAMPLER_KEYS", "IMAGE_SUFFIXES", "load_unclip", "load_upsamplers", "read_images",
+           "sample_unclip", "evaluate_unclip"]
 
 # the settings each stage of conf/pipeline/unclip.yaml takes
 STAGE_KEYS = {"prior": ("ckpt_path", "sampler", "guidance", "best_of"), "decoder": ("ckpt_path", "sampler", "guidance")}
+# the settings of each entry of pipeline.upsamplers: a cascade SR stage's, less augmentation (the decoder's chain is
+# not truncated: its final image is corrupted at aug_level, the non-truncated augmentation of CDM §3.2)
+UPSAMPLER_KEYS = ("ckpt_path", "sampler", "guidance", "aug_level")
 # what each stage's checkpoint must hold, and the experiment that trains it
 STAGE_MODULES = {"prior": ("UnCLIPPriorModule", "unclip_prior_captioned_digits"),
                  "decoder": ("UnCLIPDecoderModule", "unclip_decoder_captioned_digits")}
@@ -97,6 +111,39 @@ def load_unclip(pipeline_cfg: DictConfig, device, use_ema: bool = True, need_pri
     u = UnCLIP(decoder, prior, decoder_guidance=dec_guidance, prior_guidance=prior_guidance, sampler=dec_spec,
                prior_sampler=prior_spec, num_candidates=best_of, use_ema=use_ema)
     return u, info
+
+
+def load_upsamplers(pipeline_cfg: DictConfig, shape, device, use_ema: bool = True) -> list:
+    """The stages of ``pipeline.upsamplers`` (a list, absent or empty: none), loaded on ``device`` by the cascade
+    pipelines' loader, named ``upsampler0``, ``upsampler1``, … and checked to chain: entry ``k`` must be an
+    unconditional or text-conditioned super-resolution stage whose low-resolution input is the previous stage's
+    output (``shape = (C, H, W)``, the decoder's, for the first), else one line naming
+    ``pipeline.upsamplers[k].ckpt_path`` and both shapes."""
+    from omegaconf import ListConfig
+
+    from .cascade import check_upsampler, load_stage
+
+    entries = pipeline_cfg.get("upsamplers")
+    if entries is None:
+        return []
+    if not isinstance(entries, ListConfig):
+        raise ConfigError(f"pipeline.upsamplers must be a list of stages ({{ckpt_path, sampler, guidance, aug_level}} each), "
+                          f"e.g. 'pipeline.upsamplers=[{{ckpt_path: runs/sr/checkpoints/last.ckpt}}]'; got {entries!r}")
+    stages, prev_key, prev_shape = [], "pipeline.decoder.ckpt_path", tuple(int(s) for s in shape)
+    for k, entry in enumerate(entries):
+        key = f"pipeline.upsamplers[{k}]"
+        st = load_stage(entry, key, f"upsampler{k}", device, use_ema, UPSAMPLER_KEYS)
+        check_upsampler(st, prev_shape, f"{key}.ckpt_path", prev_key)
+        if "y" in st.module.denoiser(use_ema).cond_keys:
+            raise ConfigError(f"{key}.ckpt_path={entry.ckpt_path} is a class-conditional super-resolution stage; unCLIP's "
+                              "upsamplers are unconditional (§2.1) and pipeline=unclip has no class labels: train it with "
+                              "model.conditional=false model.cond_drop_prob=0 net.backbone.num_classes=null")
+        st.info.update(guidance=None if st.guidance is None else f"{st.guidance.name} scale {float(st.guidance.scale):g}",
+                       aug_level=st.level, text=st.takes_text(),
+                       resolution="×".join(str(int(d)) for d in st.module.data_shape[-2:]))
+        stages.append(st)
+        prev_key, prev_shape = f"{key}.ckpt_path", tuple(int(d) for d in st.module.data_shape)
+    return stages
 
 
 def _stage_info(st: DictConfig, spec, guidance) -> dict[str, Any]:
@@ -222,12 +269,15 @@ def sample_unclip(cfg: DictConfig) -> dict[str, Any]:
     from ..runtime import device_of, run_dir_of
     from ..utils.images import to_uint8
     from ..utils.progress import track
+    from .cascade import draw_stage
 
     use, prompts = _use_of(cfg)
     n, batch_size, seed = int(cfg.n), int(cfg.batch_size), int(cfg.seed)
     if n < 1 or batch_size < 1:
         raise ConfigError(f"n and batch_size must be >= 1, got n={cfg.n}, batch_size={cfg.batch_size}")
-    u, info = load_unclip(cfg.pipeline, device_of(cfg.get("device", "auto")), bool(cfg.use_ema), need_prior=use == "text")
+    device = device_of(cfg.get("device", "auto"))
+    u, info = load_unclip(cfg.pipeline, device, bool(cfg.use_ema), need_prior=use == "text")
+    ups = load_upsamplers(cfg.pipeline, u.decoder.data_shape, device, bool(cfg.use_ema))
     extra: dict[str, np.ndarray] = {}
     if use == "variations":
         sources, rows = read_images(cfg.variations, u.decoder.data_shape)
@@ -240,7 +290,9 @@ def sample_unclip(cfg: DictConfig) -> dict[str, Any]:
     else:
         rows = prompts
         extra = {"text": np.array([prompts[i % len(prompts)] for i in range(n)])}
-    images, z, nfe = [], [], {}
+    stage_names = ["decoder", *(st.name for st in ups)]
+    images: dict[str, list] = {name: [] for name in stage_names}
+    z, nfe = [], {}
     starts = range(0, n, batch_size)
     for start in track(starts, total=len(starts), description=f"unclip {use}", enabled=True):
         idx = list(range(start, min(n, start + batch_size)))
@@ -248,25 +300,51 @@ def sample_unclip(cfg: DictConfig) -> dict[str, Any]:
             out = u.decode(z_src[[i % len(z_src) for i in idx]], None, idx, seed)
         else:
             out = u.text_to_image([prompts[i % len(prompts)] for i in idx], seed=seed, indices=idx)
-        images.append(out.images.cpu())
+        images["decoder"].append(out.images.cpu())
         z.append(out.z_i.cpu())
-        nfe = out.nfe
-    x, z_all = torch.cat(images), torch.cat(z)
+        nfe = dict(out.nfe)
+        # the upsamplers (§2.1): each super-resolves the previous stage's images (clipped to [-1, 1], the images as
+        # saved); sample i from (seed, stage, i) only. No labels (unconditional, §2.1); captions to a text stage only
+        # (variations: the empty caption, as the decoder gets)
+        prev = out.images
+        captions = [prompts[i % len(prompts)] if use == "text" else "" for i in idx]
+        for st in ups:
+            batch = draw_stage(st, idx, seed, prev.clamp(-1, 1), captions=captions if st.takes_text() else None)
+            images[st.name].append(batch.x.cpu())
+            nfe[st.name] = int(batch.nfe)
+            prev = batch.x
+    outputs = {name: torch.cat(v) for name, v in images.items()}
+    x, z_all = outputs[stage_names[-1]], torch.cat(z)
     if cfg.get("out"):
         out_dir = Path(cfg.out).expanduser().resolve()
     else:
         name = cfg.pipeline.get("name", "unclip")
         out_dir = run_dir_of(cfg.pipeline.decoder.ckpt_path) / "samples" / f"pipeline_{name}_{use}_n{n}_seed{seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = "unCLIP " + ("text → image" if use == "text" else "variations") + ", NFE " + \
-        ", ".join(f"{k} {v}" for k, v in nfe.items())
-    grid = save_prompt_rows(x[: 8 * len(rows)], rows, out_dir / "grid.png", title=title,
-                            lead=sources if use == "variations" else None)
-    np.savez(out_dir / "samples.npz", images=to_uint8(x.clamp(-1, 1)).permute(0, 2, 3, 1).numpy(), z_i=z_all.numpy(), **extra)
+    what = "unCLIP " + ("text → image" if use == "text" else "variations")
+    nfe_text = ", NFE " + ", ".join(f"{k} {v}" for k, v in nfe.items())
+    earlier: dict[str, dict[str, str]] = {}
+    # the final resolution in <out>/, every earlier stage in <out>/<stage>/ (as the cascade pipelines write each stage)
+    for name in stage_names:
+        final = name == stage_names[-1]
+        folder = out_dir if final else out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        xs = outputs[name]
+        size = "×".join(str(int(d)) for d in xs.shape[-2:])
+        title = what + ("" if len(stage_names) == 1 else f", {name} {size}") + nfe_text
+        grid = save_prompt_rows(xs[: 8 * len(rows)], rows, folder / "grid.png", title=title,
+                                lead=sources if use == "variations" else None)
+        np.savez(folder / "samples.npz", images=to_uint8(xs.clamp(-1, 1)).permute(0, 2, 3, 1).numpy(), z_i=z_all.numpy(),
+                 **extra)
+        if not final:
+            earlier[name] = {"grid": str(grid), "npz": str(folder / "samples.npz"), "resolution": size}
+    grid, final_size = out_dir / "grid.png", "×".join(str(int(d)) for d in x.shape[-2:])
     summary: dict[str, Any] = {"out": str(out_dir), "grid": str(grid), "npz": str(out_dir / "samples.npz"), "n": n,
                                "use": "text → image" if use == "text" else "variations",
                                ("prompts" if use == "text" else "sources"): rows, "nfe": nfe, **info,
                                "weights": u.decoder.weights_label(bool(cfg.use_ema))}
+    if ups:
+        summary.update(upsamplers=[st.info for st in ups], resolution=final_size, stages=earlier)
     print("\n".join(f"{k:>15}: {v}" for k, v in summary.items()))
     return summary
 
