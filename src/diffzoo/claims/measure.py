@@ -20,12 +20,20 @@ import torch
 
 from .criteria import Measured
 
-__all__ = ["draw", "SampleQuality", "binomial"]
+__all__ = ["draw", "SampleQuality", "binomial", "mean_se"]
 
 
 def binomial(p: float, n: int) -> Measured:
     """A proportion ``p`` of ``n`` trials with its standard error ``√(p(1−p)/n)``."""
     return Measured(float(p), math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("nan"))
+
+
+def mean_se(values) -> Measured:
+    """The mean of ``values`` (a tensor ``[n]``, kept in its dtype, or a list of floats, read in float64) with its
+    standard error ``s / √n`` (``s``: the unbiased standard deviation; 0 when ``n < 2``)."""
+    t = values.flatten() if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float64)
+    n = t.numel()
+    return Measured(float(t.mean()), float(t.std() / math.sqrt(n)) if n > 1 else 0.0)
 
 
 def draw(module, n: int, seed: int = 0, batch_size: int = 250, sampler=None, guidance=None, y=None) -> tuple[torch.Tensor, torch.Tensor | None, int]:

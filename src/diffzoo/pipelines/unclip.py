@@ -138,17 +138,19 @@ def load_upsamplers(pipeline_cfg: DictConfig, shape, device, use_ema: bool = Tru
             raise ConfigError(f"{key}.ckpt_path={entry.ckpt_path} is a class-conditional super-resolution stage; unCLIP's "
                               "upsamplers are unconditional (§2.1) and pipeline=unclip has no class labels: train it with "
                               "model.conditional=false model.cond_drop_prob=0 net.backbone.num_classes=null")
-        st.info.update(guidance=None if st.guidance is None else f"{st.guidance.name} scale {float(st.guidance.scale):g}",
-                       aug_level=st.level, text=st.takes_text(),
-                       resolution="×".join(str(int(d)) for d in st.module.data_shape[-2:]))
+        st.info.update(guidance=_guidance_text(st.guidance), aug_level=st.level, text=st.takes_text(),
+                       resolution=_shape_text(st.module.data_shape[-2:]))
         stages.append(st)
         prev_key, prev_shape = f"{key}.ckpt_path", tuple(int(d) for d in st.module.data_shape)
     return stages
 
 
+def _guidance_text(guidance) -> str | None:
+    return None if guidance is None else f"{guidance.name} scale {float(guidance.scale):g}"
+
+
 def _stage_info(st: DictConfig, spec, guidance) -> dict[str, Any]:
-    return {"ckpt_path": str(st.ckpt_path), "sampler": spec.describe(),
-            "guidance": None if guidance is None else f"{guidance.name} scale {float(guidance.scale):g}"}
+    return {"ckpt_path": str(st.ckpt_path), "sampler": spec.describe(), "guidance": _guidance_text(guidance)}
 
 
 def read_images(path, shape) -> tuple[torch.Tensor, list[str]]:
@@ -330,7 +332,7 @@ def sample_unclip(cfg: DictConfig) -> dict[str, Any]:
         folder = out_dir if final else out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         xs = outputs[name]
-        size = "×".join(str(int(d)) for d in xs.shape[-2:])
+        size = _shape_text(xs.shape[-2:])
         title = what + ("" if len(stage_names) == 1 else f", {name} {size}") + nfe_text
         grid = save_prompt_rows(xs[: 8 * len(rows)], rows, folder / "grid.png", title=title,
                                 lead=sources if use == "variations" else None)
@@ -338,7 +340,7 @@ def sample_unclip(cfg: DictConfig) -> dict[str, Any]:
                  **extra)
         if not final:
             earlier[name] = {"grid": str(grid), "npz": str(folder / "samples.npz"), "resolution": size}
-    grid, final_size = out_dir / "grid.png", "×".join(str(int(d)) for d in x.shape[-2:])
+    grid, final_size = out_dir / "grid.png", _shape_text(x.shape[-2:])
     summary: dict[str, Any] = {"out": str(out_dir), "grid": str(grid), "npz": str(out_dir / "samples.npz"), "n": n,
                                "use": "text → image" if use == "text" else "variations",
                                ("prompts" if use == "text" else "sources"): rows, "nfe": nfe, **info,

@@ -13,7 +13,7 @@ import torch
 
 from ..criteria import Greater, Less, Measured, Within
 from ..figures import figure, image_rows
-from ..measure import draw
+from ..measure import draw, mean_se
 from ..registry import Result, claim
 
 DIGITS_STEPS = (2000, 30)  # training steps of every digits model (full, quick): experiment ddpm_digits' own
@@ -43,7 +43,7 @@ def _gaussian_baseline(module, n: int, seed: int):
     bpd = -gauss.log_prob(x) / (x.shape[1] * math.log(2)) + 7.0
     torch.manual_seed(seed)
     samples = gauss.sample((n,)).clamp(-1, 1).float().reshape(n, *module.data_shape)
-    return samples, Measured(float(bpd.mean()), float(bpd.std() / math.sqrt(len(bpd))))
+    return samples, mean_se(bpd)
 
 
 # ------------------------------------------------------------------------------------------ DDPM
@@ -62,7 +62,7 @@ def ddpm_prior_term(ctx) -> Result:
     x = data.val_dataset_tensor()
     prior = prior_bpd(module.schedule, x).double()  # L_T = KL(q(x_T | x_0) ‖ N(0, I)) (DDPM eq. 5), bits/dim
     values = {"alpha_bar_T": Measured(float(module.schedule.alphas_cumprod[-1])),
-              "prior_bpd_digits": Measured(float(prior.mean()), float(prior.std() / math.sqrt(len(prior))))}
+              "prior_bpd_digits": mean_se(prior)}
     return Result(values, f"the schedule of experiment=ddpm_digits; L_T on the {len(x)} held-out digits",
                   note="L_T depends only on ᾱ_T and the data; per dimension it is ≈ ᾱ_T·E[x_0²]/(2 ln 2) ≤ 2.91e-5 for data in [−1, 1].")
 
@@ -173,7 +173,7 @@ def ddim_reconstruction(ctx) -> Result:
             latent = ddim_encode(denoiser, denoiser.from_data(x0), s)
             rec = denoiser.to_data(ddim_decode(denoiser, latent, s))
             mse = (rec - x0).pow(2).flatten(1).mean(1).double()
-            values[f"mse_S{s}"] = Measured(float(mse.mean()), float(mse.std() / math.sqrt(len(mse))))
+            values[f"mse_S{s}"] = mean_se(mse)
     return Result(values, f"experiment=ddpm_digits, {run.steps} steps; {len(x0)} held-out digits in [−1, 1], uniform sub-sequence",
                   note="s.e. over images (the same images at every S: a paired comparison, so the s.e. is conservative).")
 

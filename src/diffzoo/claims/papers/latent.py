@@ -26,7 +26,7 @@ import torch
 
 from ..criteria import Greater, Less, Measured, Within
 from ..figures import figure, image_rows
-from ..measure import draw
+from ..measure import draw, mean_se
 from ..registry import Result, claim
 
 # 16x16 Fashion-MNIST (the 28x28 images padded to 32, then 2x2 block means), batch 64 for every run
@@ -71,11 +71,6 @@ def _ratio(a: Measured, b: Measured) -> Measured:
     return Measured(r, abs(r) * math.hypot(a.se / a.value, b.se / b.value))
 
 
-def _mean_se(xs: list[float]) -> Measured:
-    t = torch.tensor(xs, dtype=torch.float64)
-    return Measured(float(t.mean()), float(t.std() / math.sqrt(len(xs))) if len(xs) > 1 else 0.0)
-
-
 def _held_out(module, n: int) -> torch.Tensor:
     """The first ``n`` held-out images of the module's data ``[n, C, H, W]`` in ``[−1, 1]``."""
     from ...metrics.data import build_datamodule
@@ -95,7 +90,7 @@ def _train_seconds_logged(run) -> Measured | None:
                     for r in csv.DictReader(fh) if r.get("train/step_ms")]
     if not per_step:
         return None
-    m = _mean_se(per_step)
+    m = mean_se(per_step)
     return Measured(m.value * run.steps, m.se * run.steps)
 
 
@@ -124,7 +119,7 @@ def _train_step_seconds(ctx, runs: dict, x: torch.Tensor) -> dict:
                     step(m, opt)
                 if rep > 0:  # the first repetition warms up
                     times[key].append((time.perf_counter() - t0) / TRAIN_TIMING_STEPS)
-    return {k: _mean_se(v) for k, v in times.items()}
+    return {k: mean_se(v) for k, v in times.items()}
 
 
 def _samples_per_second(ctx, modules: dict, sample_fn) -> dict:
@@ -138,7 +133,7 @@ def _samples_per_second(ctx, modules: dict, sample_fn) -> dict:
             sample_fn(m, b)
             if rep > 0:
                 rates[key].append(b / (time.perf_counter() - t0))
-    return {k: _mean_se(v) for k, v in rates.items()}
+    return {k: mean_se(v) for k, v in rates.items()}
 
 
 def _ddim(ctx):

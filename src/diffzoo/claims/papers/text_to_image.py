@@ -18,7 +18,7 @@ import torch
 
 from ..criteria import Greater, Less, Measured, Within
 from ..figures import figure, image_rows
-from ..measure import binomial
+from ..measure import binomial, mean_se
 from ..registry import Result, claim
 
 TEXT_STEPS = (3000, 30)       # training steps of every text model (full, quick): the experiments' own
@@ -322,7 +322,7 @@ def glide_inpainting(ctx) -> Result:
                     "real": x0}.items():
         x = x.clamp(-1, 1)
         jump = mask_edge_jump(x, mask)
-        values[f"edge_jump_{name}"] = Measured(float(jump.mean()), float(jump.std() / n ** 0.5))
+        values[f"edge_jump_{name}"] = mean_se(jump)
         if name != "real":
             values.update(_alignment(reader, x, attrs, f"_{name}"))
     previews = {"erased": x0 * mask + (mask - 1), "fine-tuned": (x0 * mask + filled * (1 - mask)).clamp(-1, 1),

@@ -20,7 +20,7 @@ import torch
 
 from ..criteria import Greater, Less, Measured
 from ..figures import figure, image_rows
-from ..measure import binomial
+from ..measure import binomial, mean_se
 from ..registry import Result, claim
 from .text_to_image import TEXT_STEPS, draw_prompted
 
@@ -83,7 +83,7 @@ def unclip_best_of_two(ctx) -> Result:
     values: dict[str, Measured] = {}
     for tag, z in (("best", out.z_i), ("single", out.candidates[0])):
         dots = (z * out.z_t).sum(-1)
-        values[f"dot_{tag}"] = Measured(float(dots.mean()), float(dots.std() / len(dots) ** 0.5))
+        values[f"dot_{tag}"] = mean_se(dots)
         # the class / bold of the held-out image CLIP retrieves for the embedding, against the prompt's
         rows = retrieve(prior.clip, images, z)
         n = len(rows)
@@ -120,7 +120,7 @@ def unclip_variations(ctx) -> Result:
     div = pair.sum((1, 2)) / (VARIATIONS * (VARIATIONS - 1))
     real = float((_classes(ctx, dec, x) == y).double().mean())
     values = {"class_agreement": binomial(agree, len(cls)),
-              "diversity": Measured(float(div.mean()), float(div.std() / k ** 0.5)),
+              "diversity": mean_se(div),
               "classifier_acc_real": binomial(real, k)}
     shown = min(20, k)
     grouped = var.images.view(k, VARIATIONS, *var.images.shape[1:])[:shown].cpu()
@@ -267,7 +267,7 @@ def _sweep(ctx) -> dict:
             values[f"bold_acc{tag}"] = binomial(float(bold_ok.double().mean()), n)
             values[f"all_acc{tag}"] = binomial(float((cls_ok & bold_ok).double().mean()), n)
             d = diversity[m, w] = _per_prompt_diversity(feats.features.cpu(), P, R)
-            values[f"diversity{tag}"] = Measured(float(d.mean()), float(d.std() / P ** 0.5))  # s.e. over prompts
+            values[f"diversity{tag}"] = mean_se(d)  # s.e. over prompts
             values[f"fid{tag}"] = quality(x).fid  # FID against the real training digits (Fig. 11), bootstrap s.e.
             if w in (SWEEP_W[0], SWEEP_W[-1]) and m in MODELS:
                 previews[m, w] = x[order].cpu()
@@ -276,7 +276,7 @@ def _sweep(ctx) -> dict:
         # Fig. 9: how much of its unguided diversity guidance takes away (relative, paired by prompt)
         values[f"diversity_drop_{m}"] = _relative_drop(diversity[m, w0], diversity[m, wmax])
         lost = diversity[m, w0] - diversity[m, wmax]
-        values[f"diversity_lost_{m}"] = Measured(float(lost.mean()), float(lost.std() / P ** 0.5))
+        values[f"diversity_lost_{m}"] = mean_se(lost)
         # Fig. 11: FID at the largest scale minus unguided; the two bootstrap s.e. combined as if independent
         # (conservative: the two cells share their noise)
         a, b = values[f"fid_{m}_{_w(w0)}"], values[f"fid_{m}_{_w(wmax)}"]
