@@ -23,18 +23,29 @@ LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)  # sampling augmentation levels swept (CDM's 
 S_STAR = 0.2              # the level the criteria compare, fixed before the run (CDM / Imagen use 0.1-0.3)
 
 
+def _super_resolve(module, low: torch.Tensor, seed: int, level: float, sampler, labels: torch.Tensor | None = None,
+                   captions: list[str] | None = None, batch: int = 250) -> torch.Tensor:
+    """``module``'s super-resolutions of ``low`` ``[n, C, h, w]`` at augmentation level ``level``, drawn in batches
+    (sample ``i`` from ``(seed, i)``), clipped to ``[−1, 1]``, on the CPU; ``labels`` / ``captions`` per sample."""
+    from ...lit.super_resolution import upsample_indices
+
+    n = len(low)
+    xs = [upsample_indices(module, low[i:i + batch], range(i, min(n, i + batch)), seed,
+                           labels=None if labels is None else labels[i:i + batch], aug_level=level, sampler=sampler,
+                           cond=None if captions is None else {"text": captions[i:i + batch]}).x
+          for i in range(0, n, batch)]
+    return torch.cat(xs).clamp(-1, 1).cpu()
+
+
 def _cascade_values(ctx, base, sr, low, labels, level: float, tag: str, n: int) -> dict[str, Measured]:
     """FID and CAS of ``sr`` super-resolving ``low`` ``[n, 1, 8, 8]`` at ``level``."""
-    from ...lit.super_resolution import upsample_indices
     from ...metrics.cas import classification_accuracy_score
     from ...metrics.data import build_datamodule, load_split
     from ...samplers import SamplerSpec
     from ...utils.images import to_uint8
 
     spec = SamplerSpec("ddpm", steps=ctx.budget(*SAMPLER_STEPS))
-    xs = [upsample_indices(sr, low[i:i + 250], range(i, min(n, i + 250)), ctx.seed, labels=labels[i:i + 250],
-                           aug_level=level, sampler=spec).x for i in range(0, n, 250)]
-    x = torch.cat(xs).clamp(-1, 1)
+    x = _super_resolve(sr, low, ctx.seed, level, spec, labels=labels)
     q = ctx.quality(sr)(x, labels)
     dm = build_datamodule(sr.run_config["data"])
     test = load_split(dm, "val", ctx.budget(None, 500))
@@ -134,7 +145,6 @@ TEXT_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)  # App. D.2 sweeps the sampling level (F
 def imagen_noise_augmentation(ctx) -> Result:
     from hydra.utils import instantiate
 
-    from ...lit.super_resolution import upsample_indices
     from ...samplers import SamplerSpec
     from ..figures import figure, image_rows
     from .text_to_image import draw_prompted
@@ -150,16 +160,11 @@ def imagen_noise_augmentation(ctx) -> Result:
     captions = [prompts.text[i % len(prompts)] for i in range(n)]
     quality = ctx.quality(sr)
 
-    def cascade(module, level: float) -> torch.Tensor:
-        xs = [upsample_indices(module, low[i:i + 250], range(i, min(n, i + 250)), ctx.seed, aug_level=level, sampler=spec,
-                               cond={"text": captions[i:i + 250]}).x for i in range(0, n, 250)]
-        return torch.cat(xs).clamp(-1, 1).cpu()
-
     values: dict[str, Measured] = {}
     previews = {}
     levels = TEXT_LEVELS if not ctx.quick else (0.0, S_STAR)
     for tag, module, level in [*((f"s{s}", sr, s) for s in levels), ("noaug", noaug, 0.0)]:
-        x = cascade(module, level)
+        x = _super_resolve(module, low, ctx.seed, level, spec, captions=captions)
         q = quality(x, labels)
         values[f"fid_{tag}"], values[f"class_acc_{tag}"] = q.fid, q.target_accuracy
         if tag in ("s0.0", f"s{S_STAR}", "noaug"):
